@@ -1,0 +1,78 @@
+"""Options and argument parsing shared by the subcommands; every bad input becomes an `InputError`."""
+
+from __future__ import annotations
+
+import click
+
+from ..arch import Target, current_target
+from ..errors import InputError
+from ..formats import GEMM_FORMATS, GemmFormat, gemm_format
+from ..kernels import Kernel, UnknownKernel, select_kernels
+from ..kernels.external import KernelLoadError
+from ..problem import Shape, validate_shape
+from ..shapes import ShapeFileError, load_shapes
+
+ALL = "all"
+
+
+def shapes_option(default: str):
+    return click.option("--shapes", "shapes_path", default=default, show_default=True,
+                        help="YAML shape set (a path, or the name of a bundled set in shapes/).")
+
+
+def format_option(default: str = "nvfp4"):
+    return click.option("--format", "formats", multiple=True, default=(default,), show_default=True,
+                        help=f"GEMM format, repeatable or comma-separated: {', '.join(GEMM_FORMATS)} or all.")
+
+
+def device_option(default: str = "auto"):
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=default, show_default=True,
+                        help="Where to run: cuda, cpu, or auto (cuda when present).")
+
+
+def parse_formats(values) -> list[GemmFormat]:
+    names: list[str] = []
+    for v in values:
+        names.extend(x.strip() for x in v.split(",") if x.strip())
+    if ALL in names:
+        return list(GEMM_FORMATS.values())
+    out = []
+    for name in names:
+        try:
+            out.append(gemm_format(name))
+        except KeyError as e:
+            raise InputError(e.args[0]) from None
+    return out
+
+
+def parse_shapes(path: str, groups=None) -> list[Shape]:
+    try:
+        return load_shapes(path, groups)
+    except ShapeFileError as e:
+        raise InputError(str(e)) from None
+
+
+def check_shapes_legal(shapes: list[Shape], formats: list[GemmFormat], path: str) -> None:
+    """Every shape must be legal for every format asked for (K a multiple of the block, ...)."""
+    for fmt in formats:
+        for shape in shapes:
+            reason = validate_shape(shape, fmt)
+            if reason:
+                raise InputError(f"{path}: shape {shape}: {reason}")
+
+
+def parse_kernels(patterns, role: str | None = None) -> list[Kernel]:
+    names: list[str] = []
+    for p in patterns:
+        names.extend(x.strip() for x in p.split(",") if x.strip())
+    try:
+        return select_kernels(names, role)
+    except (UnknownKernel, KernelLoadError) as e:
+        raise InputError(e.args[0]) from None
+
+
+def resolve_target(device: str, gpu: int = 0) -> Target:
+    try:
+        return current_target(device, gpu)
+    except (RuntimeError, ValueError) as e:
+        raise InputError(str(e)) from None

@@ -1,0 +1,20 @@
+"""Exit codes and the one exception type the CLI turns into a one-line error.
+
+0  everything checked passed (or no regression)
+1  a correctness check failed, a kernel crashed, or a regression was found
+2  unusable input: bad arguments, malformed shape file, unknown kernel/format/GPU, missing GPU
+"""
+
+from __future__ import annotations
+
+import click
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INPUT = 2
+
+
+class InputError(click.ClickException):
+    """Bad input: printed as one line 'Error: ...', exit code 2."""
+
+    exit_code = EXIT_INPUT
