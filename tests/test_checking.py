@@ -1,0 +1,70 @@
+"""The output checker: tolerances, dtype and shape, NaN/Inf agreement, mismatch reports."""
+
+from __future__ import annotations
+
+import torch
+
+from fp4bench.checking import Tolerance, check_output
+
+
+def ref_tensor(shape=(8, 16, 2)):
+    return torch.randn(shape, dtype=torch.float32) * 10
+
+
+def test_exact_output_passes_and_reports_errors():
+    ref = ref_tensor()
+    r = check_output(ref.to(torch.float16), ref, torch.float16)
+    assert r.passed and r.mismatches == 0 and r.max_abs_err == 0.0
+
+
+def test_wrong_dtype_fails_even_if_values_match():
+    ref = ref_tensor()
+    r = check_output(ref.clone(), ref, torch.float16)  # fp32 result: the competition's checker let it pass
+    assert not r.passed and "dtype" in r.reason
+
+
+def test_wrong_shape_and_non_tensor_fail():
+    ref = ref_tensor()
+    assert "shape" in check_output(ref[:4].to(torch.float16), ref, torch.float16).reason
+    assert "tensor" in check_output([1, 2], ref, torch.float16).reason
+
+
+def test_unwritten_nan_is_caught_and_located():
+    ref = ref_tensor()
+    out = ref.to(torch.float16)
+    out[3, 5, 1] = float("nan")
+    r = check_output(out, ref, torch.float16)
+    assert not r.passed and r.mismatches == 1
+    assert r.first_mismatches[0]["index"] == [3, 5, 1]
+    assert "NaN" in r.reason
+
+
+def test_tolerance_edges():
+    ref = torch.full((4, 4, 1), 100.0)
+    tol = Tolerance.for_dtype(torch.float16)
+    inside = ref + (tol.atol + tol.rtol * 100.0) * 0.5
+    outside = ref + 0.5  # 0.5 > 1e-3 + 0.1
+    assert check_output(inside.to(torch.float16), ref, torch.float16).passed
+    r = check_output(outside.to(torch.float16), ref, torch.float16)
+    assert not r.passed and r.mismatches == 16
+
+
+def test_inf_and_nan_must_agree():
+    ref = ref_tensor()
+    ref[0, 0, 0] = float("inf")
+    ref[1, 1, 0] = float("nan")
+    good = ref.to(torch.float16)
+    assert check_output(good, ref, torch.float16).passed
+    flipped = good.clone()
+    flipped[0, 0, 0] = float("-inf")
+    assert not check_output(flipped, ref, torch.float16).passed
+    finite = good.clone()
+    finite[1, 1, 0] = 0.0
+    assert not check_output(finite, ref, torch.float16).passed
+
+
+def test_bf16_tolerance_is_one_ulp_wide():
+    ref = torch.randn(64, 64, 1) * 1000
+    # Rounding to bf16 is within tolerance; shifting by 2% is not.
+    assert check_output(ref.to(torch.bfloat16), ref, torch.bfloat16).passed
+    assert not check_output((ref * 1.02).to(torch.bfloat16), ref, torch.bfloat16).passed
