@@ -1,0 +1,229 @@
+"""Checks a cheating or sloppy kernel cannot pass; the harness runs every correctness call through them.
+
+One checked call (`checked_run`) of a kernel on a problem:
+  * the output c is poisoned with NaN, and it sits inside a larger buffer whose guard regions before and
+    after hold a distinctive NaN bit pattern. c is still the [M, N, L] view of an (L, M, N) contiguous
+    tensor with the same strides and (256-byte) alignment as without guards, so kernels see no difference;
+    any change to a guard byte is a write outside the output.
+  * every input tensor is copied before the call and compared bit for bit afterwards: a kernel must not
+    modify its inputs (scales included).
+  * the returned tensor must not share memory with an input (returning a view of A or of the scales).
+  * the returned value is compared with the exact reference (`checking.check_output`).
+Across calls (`verify_case` in the harness drives these):
+  * cached output: two different inputs whose references differ but whose outputs are bitwise identical.
+  * determinism: the kernel runs again on the same input; the largest difference between the two outputs
+    is reported (a note, not a failure: split-K with atomics is legitimately nondeterministic).
+  * after timing, the engine re-checks on fresh inputs (`harness.recheck_case`), which catches a kernel
+    that is correct on its first calls and returns stale results afterwards.
+Everything works on the CPU as on the GPU. Guards cannot catch a stray write that lands beyond them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .checking import CheckResult, check_output
+from .problem import Problem
+
+# Guard size on each side of the output, in bytes: a multiple of 256 so that c keeps the allocator's alignment.
+GUARD_BYTES = 64 * 1024
+# NaNs with a payload no arithmetic produces: a kernel storing NaN (or anything) in a guard changes the bits.
+GUARD_PATTERN = {
+    torch.float16: 0x7E5A,
+    torch.bfloat16: 0x7FDA,
+    torch.float32: 0x7FC5A5A5,
+}
+INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+INPUT_NAMES = ("a", "b", "sfa", "sfb", "sfa_permuted", "sfb_permuted")
+
+# Finding names (stable strings: they appear in results files and CI logs).
+OUT_OF_BOUNDS = "out-of-bounds-write"
+MODIFIES_INPUTS = "modifies-inputs"
+ALIASES_INPUT = "aliases-input"
+CACHED_OUTPUT = "cached-output"
+NONDETERMINISTIC = "nondeterministic"
+
+
+@dataclass
+class Finding:
+    check: str
+    detail: str
+    fatal: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.detail}"
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The same elements viewed as integers, so that NaN payloads and fp4/fp8 bytes compare exactly."""
+    return t.view(INT_VIEW[t.element_size()])
+
+
+@dataclass
+class GuardedOutput:
+    """A poisoned output c placed between two guard regions of one allocation."""
+
+    buffer: torch.Tensor     # 1-D: guard | c | guard
+    guard: int               # elements in each guard
+    c: torch.Tensor          # [M, N, L] view of the middle
+
+    @classmethod
+    def for_problem(cls, problem: Problem) -> "GuardedOutput":
+        s, dtype = problem.shape, problem.fmt.out_dtype
+        size = torch.empty((), dtype=dtype).element_size()
+        guard = GUARD_BYTES // size
+        n = s.l * s.m * s.n
+        buffer = torch.empty(guard + n + guard, dtype=dtype, device=problem.c.device)
+        _bits(buffer).fill_(_signed(GUARD_PATTERN[dtype], size))
+        buffer[guard:guard + n].fill_(float("nan"))
+        c = buffer[guard:guard + n].view(s.l, s.m, s.n).permute(1, 2, 0)
+        return cls(buffer, guard, c)
+
+    def violation(self) -> str | None:
+        """Where a guard was written, or None."""
+        size = self.buffer.element_size()
+        expected = _signed(GUARD_PATTERN[self.buffer.dtype], size)
+        n = self.buffer.numel() - 2 * self.guard
+        parts = []
+        for side, region in (("before", self.buffer[:self.guard]), ("after", self.buffer[self.guard + n:])):
+            bad = (_bits(region) != expected).nonzero().flatten()
+            if bad.numel():
+                # Distance from the output's edge, in elements: how far outside the kernel wrote.
+                first = int(bad[-1]) if side == "before" else int(bad[0])
+                dist = self.guard - first if side == "before" else first + 1
+                parts.append(f"{bad.numel()} element(s) {side} the output (nearest {dist} element(s) away)")
+        return "; ".join(parts) or None
+
+
+def _signed(pattern: int, size: int) -> int:
+    """An unsigned bit pattern as the signed integer torch's int views hold."""
+    bits = 8 * size
+    return pattern - (1 << bits) if pattern >= 1 << (bits - 1) else pattern
+
+
+def _inputs(data: tuple) -> list[tuple[str, torch.Tensor]]:
+    return [(name, t) for name, t in zip(INPUT_NAMES, data[:6]) if isinstance(t, torch.Tensor)]
+
+
+def snapshot_inputs(data: tuple) -> list[tuple[str, torch.Tensor]]:
+    return [(name, t.detach().clone()) for name, t in _inputs(data)]
+
+
+def modified_inputs(data: tuple, snapshot: list[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the inputs whose bits differ from the snapshot, with how many elements changed."""
+    changed = []
+    for (name, t), (_, before) in zip(_inputs(data), snapshot):
+        n = int((_bits(t) != _bits(before)).sum())
+        if n:
+            changed.append(f"{name} ({n} element(s))")
+    return changed
+
+
+def _storage_range(t: torch.Tensor) -> tuple[torch.device, int, int]:
+    storage = t.untyped_storage()
+    return t.device, storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+
+
+def aliased_inputs(out, data: tuple) -> list[str]:
+    """Names of the inputs whose memory the returned tensor shares."""
+    if not isinstance(out, torch.Tensor) or out.numel() == 0:
+        return []
+    dev, lo, hi = _storage_range(out)
+    hits = []
+    for name, t in _inputs(data):
+        tdev, tlo, thi = _storage_range(t)
+        if tdev == dev and lo < thi and tlo < hi:
+            hits.append(name)
+    return hits
+
+
+@dataclass
+class CheckedRun:
+    """One guarded correctness call: the check, the integrity findings, and a copy of the output."""
+
+    check: CheckResult
+    findings: list[Finding] = field(default_factory=list)
+    output: torch.Tensor | None = None   # a copy of what the kernel returned (when it returned a tensor)
+
+    @property
+    def fatal(self) -> Finding | None:
+        return next((f for f in self.findings if f.fatal), None)
+
+    @property
+    def passed(self) -> bool:
+        return self.check.passed and self.fatal is None
+
+    def reason(self) -> str | None:
+        fatal = self.fatal
+        if fatal is not None:
+            return str(fatal)
+        return None if self.check.passed else self.check.reason
+
+    def to_check_result(self) -> CheckResult:
+        """The check with a fatal finding folded in (it fails the check and becomes its reason)."""
+        if self.check.passed and self.fatal is None:
+            return self.check
+        return replace(self.check, passed=False, reason=self.reason())
+
+
+def checked_run(fn, problem: Problem, ref: torch.Tensor, synchronize) -> CheckedRun:
+    """Run `fn` once on `problem` with a poisoned, guarded output, and check everything listed above.
+
+    `ref` is the [M, N, L] reference; `synchronize()` waits for the device. Exceptions from `fn` propagate.
+    """
+    guarded = GuardedOutput.for_problem(problem)
+    data = problem.with_c(guarded.c).data
+    before = snapshot_inputs(data)
+    out = fn(data)
+    synchronize()
+    findings = []
+    aliased = aliased_inputs(out, data)
+    if aliased:
+        findings.append(Finding(ALIASES_INPUT, f"returned tensor shares memory with input {', '.join(aliased)}"))
+    changed = modified_inputs(data, before)
+    if changed:
+        findings.append(Finding(MODIFIES_INPUTS, f"kernel changed its input {', '.join(changed)}"))
+    outside = guarded.violation()
+    if outside:
+        findings.append(Finding(OUT_OF_BOUNDS, f"kernel wrote outside its output: {outside}"))
+    check = check_output(out, ref, problem.fmt.out_dtype)
+    copy = out.detach().clone() if isinstance(out, torch.Tensor) else None
+    return CheckedRun(check, findings, copy)
+
+
+def cached_output(earlier: CheckedRun, later: CheckedRun, ref_earlier: torch.Tensor,
+                  ref_later: torch.Tensor) -> Finding | None:
+    """A finding when two different problems got bitwise-identical outputs although their references differ."""
+    a, b = earlier.output, later.output
+    if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return None
+    if not torch.equal(_bits(a), _bits(b)):
+        return None
+    out_dtype = a.dtype
+    if torch.equal(_bits(ref_earlier.to(out_dtype)), _bits(ref_later.to(out_dtype))):
+        return None
+    return Finding(CACHED_OUTPUT, "returns the same output for different inputs (a cached result)")
+
+
+def run_to_run_difference(first: torch.Tensor, second: torch.Tensor) -> tuple[float, int]:
+    """(largest absolute difference, number of elements whose bits differ) between two outputs."""
+    differs = _bits(first) != _bits(second)
+    n = int(differs.sum())
+    if n == 0:
+        return 0.0, 0
+    a, b = first.to(torch.float64), second.to(torch.float64)
+    both_finite = torch.isfinite(a) & torch.isfinite(b)
+    diff = torch.where(both_finite, (a - b).abs(), torch.zeros_like(a))
+    # A difference in NaN/inf placement counts as infinitely different.
+    worst = float("inf") if bool((differs & ~both_finite).any()) else float(diff.max())
+    return worst, n
+
+
+def nondeterminism_finding(first: torch.Tensor, second: torch.Tensor) -> tuple[float, Finding | None]:
+    worst, n = run_to_run_difference(first, second)
+    if n == 0:
+        return 0.0, None
+    return worst, Finding(NONDETERMINISTIC, f"{n} element(s) differ between two runs on the same input "
+                                            f"(max abs diff {worst:.3g})", fatal=False)
