@@ -32,6 +32,9 @@ class Kernel(ABC):
     description: ClassVar[str] = ""
     # Whether a CUDA graph may capture `run` (no host synchronisation, no allocation surprises).
     graph_safe: ClassVar[bool] = True
+    # Tensor-core input type the kernel multiplies in ("fp4", "fp8", "fp16", "bf16", "fp32"); it picks the
+    # matrix rate of the speed-of-light bound (fp4bench.sol). None: the format's exact dense dtype.
+    math_path: ClassVar[str | None] = None
 
     def can_implement(self, problem: Problem) -> str | None:
         """Why this kernel cannot compute this problem (shape, alignment), or None."""

@@ -1,0 +1,293 @@
+"""Timing microsecond kernels: CUDA events on a GPU, perf_counter on the CPU; statistics; adaptive stopping.
+
+Constraints the numbers rely on:
+- Warm-up first: every input set is run at least once (and for `WARMUP_MIN_S`) before any sample is kept,
+  so compilation, autotuning, handle creation and per-input preparation stay out of the numbers.
+- Cold L2 by default: in eager mode a flush buffer larger than L2 is overwritten before every timed call
+  (outside the events); in graph mode the flush cannot sit between replayed calls, so the calls rotate
+  among enough input sets that their bytes exceed L2 (`input_sets_for_cold_l2`). `warm_l2` turns both off.
+- One sample is one call (eager) or one replay of `GRAPH_CALLS` calls divided by that number (graph).
+- Adaptive repetition (`StoppingRule`): stop once the relative standard error of the mean is under the
+  target (0.5% by default) with at least `min_samples`, or when the time budget or `max_samples` runs out.
+- CPU timings come from a host clock and are marked `clock="cpu"`; they are not comparable to GPU numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+DEFAULT_TARGET_RSE = 0.005
+DEFAULT_BUDGET_S = 2.0
+DEFAULT_MIN_SAMPLES = 10
+DEFAULT_MAX_SAMPLES = 10_000
+WARMUP_MIN_S = 0.025
+# Samples recorded between two host synchronisations: amortises the sync without delaying the stop check much.
+SAMPLES_PER_BATCH = 10
+# Calls captured in one CUDA graph; a replay's time over this number is one graph-mode sample.
+GRAPH_CALLS = 20
+# Flush buffers and rotated input sets exceed L2 by this factor (L2 is not strictly LRU).
+L2_MARGIN = 2
+MAX_INPUT_SETS = 64
+MODE_EAGER = "eager"
+MODE_GRAPH = "graph"
+MODES = (MODE_EAGER, MODE_GRAPH)
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics and the stopping rule
+# ---------------------------------------------------------------------------------------------
+def percentile(sorted_samples: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 100]) of already sorted samples."""
+    if not sorted_samples:
+        raise ValueError("percentile of no samples")
+    pos = (len(sorted_samples) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_samples) - 1)
+    return sorted_samples[lo] + (sorted_samples[hi] - sorted_samples[lo]) * (pos - lo)
+
+
+def relative_standard_error(samples: Sequence[float]) -> float:
+    """Standard error of the mean over the mean; inf with fewer than two samples."""
+    n = len(samples)
+    if n < 2:
+        return math.inf
+    mean = statistics.fmean(samples)
+    if mean == 0:
+        return math.inf
+    return statistics.stdev(samples) / math.sqrt(n) / abs(mean)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Per-case statistics, in seconds."""
+
+    n: int
+    median: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    p10: float
+    p90: float
+    rse: float
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[float]) -> "Stats":
+        if not samples:
+            raise ValueError("no samples to summarise")
+        s = sorted(samples)
+        std = statistics.stdev(s) if len(s) > 1 else 0.0
+        return cls(n=len(s), median=percentile(s, 50), mean=statistics.fmean(s), std=std, min=s[0], max=s[-1],
+                   p10=percentile(s, 10), p90=percentile(s, 90), rse=relative_standard_error(s))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if math.isinf(d["rse"]):
+            d["rse"] = None   # JSON has no infinity
+        return d
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    target_rse: float = DEFAULT_TARGET_RSE
+    budget_s: float = DEFAULT_BUDGET_S
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    max_samples: int = DEFAULT_MAX_SAMPLES
+
+    def __post_init__(self):
+        if self.target_rse <= 0 or self.budget_s <= 0 or self.min_samples < 2 or self.max_samples < self.min_samples:
+            raise ValueError(f"bad stopping rule {self}")
+
+    def verdict(self, samples: Sequence[float], elapsed_s: float) -> str | None:
+        """Why to stop now ('converged', 'budget', 'max-samples'), or None to keep sampling."""
+        n = len(samples)
+        if n >= self.max_samples:
+            return "max-samples"
+        if n >= self.min_samples and relative_standard_error(samples) < self.target_rse:
+            return "converged"
+        if elapsed_s >= self.budget_s and n >= 2:
+            return "budget"
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# clocks
+# ---------------------------------------------------------------------------------------------
+class Timer:
+    """Times a batch of calls, each preceded by an untimed `before()`; returns seconds per call."""
+
+    clock: str
+
+    def time_calls(self, calls: Sequence[Callable[[], object]], before: Callable[[], None] | None) -> list[float]:
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        pass
+
+
+class CpuTimer(Timer):
+    clock = "cpu"
+
+    def time_calls(self, calls, before):
+        out = []
+        for call in calls:
+            if before is not None:
+                before()
+            t0 = time.perf_counter()
+            call()
+            out.append(time.perf_counter() - t0)
+        return out
+
+
+class CudaEventTimer(Timer):
+    """Events around each call on the current stream; one synchronisation per batch."""
+
+    clock = "cuda-events"
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def time_calls(self, calls, before):
+        starts = [torch.cuda.Event(enable_timing=True) for _ in calls]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in calls]
+        for call, start, end in zip(calls, starts, ends):
+            if before is not None:
+                before()
+            start.record()
+            call()
+            end.record()
+        torch.cuda.synchronize(self.device)
+        return [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)]
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+
+def timer_for(device: torch.device) -> Timer:
+    return CudaEventTimer(device) if device.type == "cuda" else CpuTimer()
+
+
+class L2Flusher:
+    """Overwrites a buffer of `L2_MARGIN` x the L2 size, evicting earlier data from L2."""
+
+    def __init__(self, device: torch.device, l2_bytes: int):
+        self.buffer = torch.empty(max(l2_bytes, 1) * L2_MARGIN, dtype=torch.uint8, device=device)
+
+    def __call__(self) -> None:
+        self.buffer.fill_(0x5A)
+
+
+def input_sets_for_cold_l2(bytes_per_set: int, l2_bytes: int) -> int:
+    """Input sets to rotate among so that one pass over them exceeds L2 (at least 2, at most MAX_INPUT_SETS)."""
+    if bytes_per_set <= 0:
+        return MAX_INPUT_SETS
+    return max(2, min(MAX_INPUT_SETS, math.ceil(L2_MARGIN * l2_bytes / bytes_per_set) + 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring one case
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Measurement:
+    stats: Stats
+    samples: list[float] = field(repr=False)
+    mode: str = MODE_EAGER
+    clock: str = "cpu"
+    cold_l2: bool = True
+    input_sets: int = 1
+    calls_per_sample: int = 1
+    stop_reason: str = ""
+    warmup_calls: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self, keep_samples: bool = True) -> dict:
+        d = {"stats": self.stats.to_dict(), "mode": self.mode, "clock": self.clock, "cold_l2": self.cold_l2,
+             "input_sets": self.input_sets, "calls_per_sample": self.calls_per_sample,
+             "stop_reason": self.stop_reason, "warmup_calls": self.warmup_calls, "seconds": self.seconds}
+        if keep_samples:
+            d["samples"] = list(self.samples)
+        return d
+
+
+def _warm_up(fn, inputs: Sequence[tuple], timer: Timer) -> int:
+    calls = 0
+    start = time.perf_counter()
+    while calls < len(inputs) or time.perf_counter() - start < WARMUP_MIN_S:
+        fn(inputs[calls % len(inputs)])
+        calls += 1
+        if calls % len(inputs) == 0:
+            timer.synchronize()
+    timer.synchronize()
+    return calls
+
+
+def _capture_graph(fn, inputs: Sequence[tuple], calls: int):
+    """A CUDA graph of `calls` calls rotating over `inputs` (captured on a side stream, as torch requires)."""
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(graph, stream=stream):
+            for i in range(calls):
+                fn(inputs[i % len(inputs)])
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    return graph
+
+
+def measure(fn: Callable[[tuple], object], inputs: Sequence[tuple], *, device: torch.device,
+            rule: StoppingRule = StoppingRule(), mode: str = MODE_EAGER, cold_l2: bool = True,
+            l2_bytes: int = 0) -> Measurement:
+    """Time `fn` over `inputs` (rotated call by call) until `rule` says stop.
+
+    Graph mode needs a CUDA device and a `fn` that allows capture; eager mode works anywhere.
+    """
+    if not inputs:
+        raise ValueError("measure needs at least one input set")
+    if mode not in MODES:
+        raise ValueError(f"unknown timing mode {mode!r}; use {' or '.join(MODES)}")
+    if mode == MODE_GRAPH and device.type != "cuda":
+        raise ValueError("graph mode needs a CUDA device")
+    timer = timer_for(device)
+    began = time.perf_counter()
+    warmup = _warm_up(fn, inputs, timer)
+
+    flush = L2Flusher(device, l2_bytes) if (cold_l2 and mode == MODE_EAGER and device.type == "cuda") else None
+    if mode == MODE_GRAPH:
+        graph = _capture_graph(fn, inputs, GRAPH_CALLS)
+        graph.replay()   # the first replay uploads the graph
+        timer.synchronize()
+        batch = [graph.replay] * SAMPLES_PER_BATCH
+        per_sample_calls = GRAPH_CALLS
+    else:
+        per_sample_calls = 1
+        batch = None
+
+    samples: list[float] = []
+    start = time.perf_counter()
+    stop = None
+    i = 0
+    while stop is None:
+        if batch is None:
+            calls = []
+            for _ in range(SAMPLES_PER_BATCH):
+                data = inputs[i % len(inputs)]
+                calls.append(lambda data=data: fn(data))
+                i += 1
+        else:
+            calls = batch
+        for t in timer.time_calls(calls, flush):
+            samples.append(t / per_sample_calls)
+            stop = rule.verdict(samples, time.perf_counter() - start)
+            if stop is not None:
+                break
+    del flush
+    return Measurement(stats=Stats.from_samples(samples), samples=samples, mode=mode, clock=timer.clock,
+                       cold_l2=cold_l2, input_sets=len(inputs), calls_per_sample=per_sample_calls,
+                       stop_reason=stop, warmup_calls=warmup, seconds=time.perf_counter() - began)
