@@ -1,0 +1,123 @@
+"""Worker-process isolation: crashes, aborts, hangs and raised exceptions come back as results with a
+reason, the worker is replaced, and the other kernels' results survive. Workers are shared within this
+module because each start imports torch (seconds on a 2-core CI machine)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+from fp4bench.harness import STATUS_ERROR, STATUS_PASS
+from fp4bench.isolation import (STATUS_CRASHED, STATUS_OK, STATUS_TIMEOUT, Worker, describe_exit,
+                                verify_in_worker, worker_for_gpu)
+from fp4bench.problem import Shape
+
+PLANTED = Path(__file__).parent / "fixtures" / "kernels"
+SHAPE = Shape(64, 96, 256, 1, seed=21)
+SEEDS = [21, 63]
+
+
+@pytest.fixture(scope="module")
+def worker():
+    w = Worker(timeout_s=120.0)
+    yield w
+    w.close()
+
+
+def verify_planted(worker: Worker, name: str, device: str = "cpu", timeout_s: float | None = None):
+    return worker.call(verify_in_worker, str(PLANTED / f"{name}.py"), SHAPE, "nvfp4", device, SEEDS,
+                       timeout_s=timeout_s)
+
+
+def test_a_run_survives_every_kind_of_crash(worker):
+    """Interleave planted crashing kernels with an honest one: each is reported, the honest one always passes."""
+    expected = [
+        ("correct", STATUS_OK, None),
+        ("segfault", STATUS_CRASHED, "worker died: signal 11 (SIGSEGV)"),
+        ("correct", STATUS_OK, None),
+        ("abort", STATUS_CRASHED, "worker died: signal 6 (SIGABRT)"),
+        ("sleep_forever", STATUS_TIMEOUT, "no result after 1.5 s"),
+        ("correct", STATUS_OK, None),
+    ]
+    pids = []
+    for name, status, reason in expected:
+        result = verify_planted(worker, name, timeout_s=1.5 if name == "sleep_forever" else None)
+        assert result.status == status, (name, result)
+        if reason:
+            assert reason in result.reason, (name, result.reason)
+            assert result.value is None
+        else:
+            assert result.reason is None
+            assert result.value.status == STATUS_PASS and result.value.check.passed
+            assert result.value.kernel == "correct"
+            pids.append(worker.call(os.getpid).value)
+    # A fresh process after each crash or hang: three different children served the honest kernel.
+    assert len(set(pids)) == 3
+
+
+def test_kernel_exceptions_stay_outcomes_and_keep_the_worker(worker):
+    before = worker.call(os.getpid).value
+    starts = worker.starts
+    result = verify_planted(worker, "raises")
+    assert result.status == STATUS_OK
+    assert result.value.status == STATUS_ERROR and "tile configuration not supported" in result.value.reason
+    assert worker.call(os.getpid).value == before and worker.starts == starts
+
+
+def test_exception_escaping_the_function_is_a_crash_of_the_call_only(worker):
+    pid = worker.call(os.getpid).value
+    result = worker.call(int, "not a number")
+    assert result.status == STATUS_CRASHED
+    assert result.reason.startswith("raised ValueError: invalid literal")
+    assert worker.call(os.getpid).value == pid
+
+
+def test_exit_code_is_reported(worker):
+    result = worker.call(os._exit, 7)
+    assert result.status == STATUS_CRASHED and result.reason == "worker died: exit code 7"
+    assert worker.call(pow, 2, 10).value == 1024
+
+
+def test_unpicklable_return_value_is_reported(worker):
+    result = worker.call(open, os.devnull)   # a file object cannot travel back
+    assert result.status == STATUS_CRASHED and "could not be sent back" in result.reason
+
+
+def test_unpicklable_arguments_fail_in_the_caller(worker):
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        worker.call(len, lambda: None)
+
+
+def test_gpu_pinning_sets_the_environment_of_the_child_only():
+    parent_value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    w = worker_for_gpu(3, timeout_s=60)
+    try:
+        assert w.call(os.getenv, "CUDA_VISIBLE_DEVICES").value == "3"
+        assert os.environ.get("CUDA_VISIBLE_DEVICES") == parent_value
+    finally:
+        w.close()
+    assert w.pid is None
+    assert worker_for_gpu(None).env == {}
+
+
+def test_describe_exit():
+    assert describe_exit(-9) == "worker died: signal 9 (SIGKILL)"
+    assert describe_exit(134) == "worker died: exit code 134"
+    assert describe_exit(None) == "worker died (exit status unknown)"
+
+
+@pytest.mark.gpu
+def test_illegal_address_on_the_gpu_is_a_crash_and_the_next_kernel_passes():
+    pytest.importorskip("triton")
+    w = Worker(timeout_s=300.0)
+    try:
+        bad = verify_planted(w, "illegal_address", device="cuda")
+        assert bad.status == STATUS_CRASHED, bad
+        assert "illegal" in bad.reason.lower() or "worker died" in bad.reason, bad.reason
+        good = verify_planted(w, "correct", device="cuda")
+        assert good.status == STATUS_OK and good.value.status == STATUS_PASS, good
+    finally:
+        w.close()
