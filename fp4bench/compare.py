@@ -1,0 +1,301 @@
+"""Regression comparison of two results documents (fp4bench.results), and stored baselines.
+
+Cases match by (kernel, format, M, N, K, L). For a case timed in both runs, ratio = new median / baseline
+median. It is a regression only when both hold:
+  * the slowdown exceeds the threshold: ratio > 1 + threshold, and
+  * the difference exceeds the two runs' spreads: new median - baseline median > sqrt(s_b^2 + s_n^2), with
+    s the recorded standard deviation of one sample (per-call jitter). A shift smaller than the jitter
+    of a single call is not evidence of a slower kernel, whatever its ratio.
+The mirror image is reported as an improvement. Also reported:
+  * a correctness failure: a case that failed or errored in the new run (always fails the comparison),
+  * new cases (only in the new run) and missing cases (only in the baseline, or not timed in the new run),
+  * a different GPU, driver or clock source (a CPU run compared with a GPU run): a warning; with
+    `strict` the comparison is refused (unusable input, exit 2) and missing cases fail it.
+Exit codes: 0 no regression, 1 regression or correctness failure, 2 unusable input (see fp4bench.errors).
+
+Baselines are results documents stored as `baselines/<gpu>.json`, <gpu> being the GPU's name in lower
+case with runs of other characters turned into '-' ("nvidia-h200", "cpu" for CPU runs). Raw samples are
+dropped from them: the statistics are what a comparison reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import EXIT_FAILED, EXIT_OK
+from .results import ResultsFileError, load_results, write_results
+
+FAILING = ("fail", "error")
+DEFAULT_THRESHOLD = 0.05
+
+# Verdicts, in the order a summary lists them.
+REGRESSION = "regression"
+CORRECTNESS = "correctness failure"
+MISSING = "missing"
+NOT_TIMED = "not timed"
+IMPROVED = "improved"
+SAME = "ok"
+NOISE = "within noise"
+NEW = "new"
+SKIPPED = "skipped"
+VERDICT_ORDER = (CORRECTNESS, REGRESSION, MISSING, NOT_TIMED, IMPROVED, NOISE, SAME, NEW, SKIPPED)
+VERDICT_MARK = {CORRECTNESS: "❌", REGRESSION: "🔻", MISSING: "⚠️", NOT_TIMED: "⚠️", IMPROVED: "🔺"}
+
+
+class CompareInputError(ValueError):
+    """An input that makes the comparison meaningless; the CLI turns it into exit code 2."""
+
+
+def parse_threshold(text: str) -> float:
+    """'5%' or a fraction such as '0.05' -> 0.05. A bare number of 1 or more is refused as ambiguous."""
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise CompareInputError(f"threshold {text!r}: expected a percentage like 5% or a fraction like 0.05") from None
+    if not math.isfinite(value) or value < 0:
+        raise CompareInputError(f"threshold {text!r} must be a non-negative number")
+    if not raw.endswith("%") and value >= 1:
+        raise CompareInputError(f"threshold {text!r} is ambiguous: write {raw}% or a fraction below 1")
+    return value
+
+
+def gpu_slug(name: str | None) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", (name or "cpu").lower()).strip("-")
+    return slug or "cpu"
+
+
+def environment_summary(doc: dict) -> dict:
+    """GPU names, driver versions and the clock of a results document, for matching two runs."""
+    env = doc.get("environment") or {}
+    gpus = env.get("gpus") or []
+    names = sorted({g.get("name", "?") for g in gpus if isinstance(g, dict)})
+    drivers = sorted({str(g.get("driver_version")) for g in gpus if isinstance(g, dict) and g.get("driver_version")})
+    clocks = sorted({(c.get("timing") or {}).get("clock") for c in doc.get("cases", [])
+                     if isinstance(c, dict) and c.get("timing")} - {None})
+    software = env.get("software") or {}
+    return {"gpu": ", ".join(names) or "CPU", "driver": ", ".join(drivers) or None, "clock": ", ".join(clocks) or None,
+            "commit": software.get("fp4bench_commit"), "torch": software.get("torch"), "created": env.get("created")}
+
+
+def baseline_path(directory: str | Path, doc: dict) -> Path:
+    """Where the baseline for the GPU of `doc` lives in `directory`."""
+    names = sorted({g.get("name") for g in (doc.get("environment") or {}).get("gpus") or [] if isinstance(g, dict)})
+    return Path(directory) / f"{gpu_slug(names[0] if names else None)}.json"
+
+
+def save_baseline(doc: dict, directory: str | Path = "baselines") -> Path:
+    """Store `doc` (raw samples dropped) as the baseline for its GPU; returns the path written."""
+    slim = copy.deepcopy(doc)
+    for case in slim.get("cases", []):
+        if isinstance(case, dict) and isinstance(case.get("timing"), dict):
+            case["timing"].pop("samples", None)
+    path = baseline_path(directory, slim)
+    write_results(path, slim)
+    return path
+
+
+def load_document(path: str | Path, role: str, for_doc: dict | None = None) -> tuple[dict, Path]:
+    """A results document; a directory means the baseline in it for `for_doc`'s GPU."""
+    p = Path(path)
+    if p.is_dir():
+        if for_doc is None:
+            raise CompareInputError(f"{role} {path} is a directory, not a results file")
+        candidate = baseline_path(p, for_doc)
+        if not candidate.is_file():
+            have = ", ".join(sorted(f.name for f in p.glob("*.json"))) or "none"
+            raise CompareInputError(f"no baseline {candidate.name} in {path} for GPU "
+                                    f"{environment_summary(for_doc)['gpu']} (present: {have})")
+        p = candidate
+    try:
+        doc = load_results(p)
+    except ResultsFileError as e:
+        raise CompareInputError(f"{role}: {e}") from None
+    for i, case in enumerate(doc["cases"]):
+        if not isinstance(case, dict) or not {"kernel", "format", "shape", "status"} <= set(case):
+            raise CompareInputError(f"{role} {p}: case {i} lacks kernel, format, shape or status")
+    return doc, p
+
+
+def case_key(case: dict) -> tuple:
+    s = case["shape"]
+    return case["kernel"], case["format"], int(s["m"]), int(s["n"]), int(s["k"]), int(s.get("l", 1))
+
+
+def shape_text(key: tuple) -> str:
+    m, n, k, l = key[2:]
+    return f"{m}x{n}x{k}" + ("" if l == 1 else f"x{l}")
+
+
+@dataclass
+class Timing:
+    median_s: float
+    std_s: float
+    n: int
+    clock: str | None
+
+    @classmethod
+    def of(cls, case: dict) -> "Timing | None":
+        timing = case.get("timing") if case.get("status") == "pass" else None
+        stats = (timing or {}).get("stats") or {}
+        median = stats.get("median")
+        if not isinstance(median, (int, float)) or not median > 0:
+            return None
+        std = stats.get("std")
+        if not isinstance(std, (int, float)) or not math.isfinite(std):
+            # Without a recorded std, the 10-90% range of a normal sample spans 2.56 standard deviations.
+            p10, p90 = stats.get("p10"), stats.get("p90")
+            std = (p90 - p10) / 2.56 if isinstance(p10, (int, float)) and isinstance(p90, (int, float)) else 0.0
+        return cls(float(median), float(std), int(stats.get("n") or 0), timing.get("clock"))
+
+
+@dataclass
+class Row:
+    key: tuple
+    verdict: str
+    base: Timing | None = None
+    new: Timing | None = None
+    ratio: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class Comparison:
+    rows: list[Row] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)   # strict-mode failures that are not regressions
+    threshold: float = DEFAULT_THRESHOLD
+    base_env: dict = field(default_factory=dict)
+    new_env: dict = field(default_factory=dict)
+    base_path: str = ""
+    new_path: str = ""
+
+    def count(self, verdict: str) -> int:
+        return sum(r.verdict == verdict for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        if self.count(REGRESSION) or self.count(CORRECTNESS) or self.errors:
+            return EXIT_FAILED
+        return EXIT_OK
+
+
+def judge(base: Timing, new: Timing, threshold: float) -> tuple[str, float, str]:
+    """(verdict, ratio, detail) for one case timed in both runs."""
+    ratio = new.median_s / base.median_s
+    noise = math.hypot(base.std_s, new.std_s)
+    delta = new.median_s - base.median_s
+    beyond_noise = abs(delta) > noise
+    if ratio > 1 + threshold:
+        if beyond_noise:
+            return REGRESSION, ratio, f"{(ratio - 1) * 100:.1f}% slower"
+        return NOISE, ratio, f"{(ratio - 1) * 100:.1f}% slower, within the runs' spread (±{noise * 1e6:.3g} µs)"
+    if ratio < 1 / (1 + threshold) and beyond_noise:
+        return IMPROVED, ratio, f"{(1 / ratio - 1) * 100:.1f}% faster"
+    return SAME, ratio, ""
+
+
+def compare_documents(base_doc: dict, new_doc: dict, threshold: float = DEFAULT_THRESHOLD,
+                      strict: bool = False) -> Comparison:
+    """Match and judge every case; raises CompareInputError when the comparison is meaningless."""
+    result = Comparison(threshold=threshold, base_env=environment_summary(base_doc),
+                        new_env=environment_summary(new_doc))
+    mismatches = [f"{what} differs: baseline {result.base_env[key]}, new {result.new_env[key]}"
+                  for key, what in (("gpu", "GPU"), ("driver", "driver"), ("clock", "clock"))
+                  if result.base_env[key] != result.new_env[key]]
+    if mismatches and strict:
+        raise CompareInputError("runs are not comparable (--strict): " + "; ".join(mismatches))
+    result.warnings.extend(mismatches)
+
+    base = _index(base_doc, "baseline")
+    new = _index(new_doc, "new run")
+    if not set(base) & set(new):
+        raise CompareInputError("the two runs have no case in common (kernel, format and shape)")
+    for key in sorted(set(base) | set(new)):
+        b, n = base.get(key), new.get(key)
+        result.rows.append(_row(key, b, n, threshold))
+    missing = result.count(MISSING) + result.count(NOT_TIMED)
+    if missing:
+        message = f"{missing} baseline case(s) were not timed in the new run"
+        (result.errors if strict else result.warnings).append(message)
+    return result
+
+
+def _index(doc: dict, role: str) -> dict[tuple, dict]:
+    out: dict[tuple, dict] = {}
+    for case in doc["cases"]:
+        try:
+            key = case_key(case)
+        except (KeyError, TypeError, ValueError):
+            raise CompareInputError(f"{role}: a case has a malformed shape: {case.get('shape')!r}") from None
+        out[key] = case   # a repeated case (a resumed run): the later record wins
+    return out
+
+
+def _row(key: tuple, b: dict | None, n: dict | None, threshold: float) -> Row:
+    if n is None:
+        return Row(key, MISSING, Timing.of(b), detail="only in the baseline")
+    if n["status"] in FAILING:
+        return Row(key, CORRECTNESS, Timing.of(b) if b else None, detail=f"{n['status']}: {n.get('reason') or ''}")
+    if b is None:
+        return Row(key, NEW, new=Timing.of(n), detail="only in the new run")
+    tb, tn = Timing.of(b), Timing.of(n)
+    if tb is None and tn is None:
+        return Row(key, SKIPPED, detail=n.get("reason") or b.get("reason") or "")
+    if tn is None:
+        return Row(key, NOT_TIMED, tb, detail=f"{n['status']} in the new run: {n.get('reason') or ''}")
+    if tb is None:
+        return Row(key, NEW, new=tn, detail=f"not timed in the baseline ({b['status']})")
+    if tb.clock != tn.clock:
+        return Row(key, SKIPPED, tb, tn, detail=f"clocks differ ({tb.clock} vs {tn.clock}): not comparable")
+    verdict, ratio, detail = judge(tb, tn, threshold)
+    return Row(key, verdict, tb, tn, ratio, detail)
+
+
+def _us(t: Timing | None) -> str:
+    if t is None:
+        return "-"
+    return f"{t.median_s * 1e6:.4g} ± {t.std_s * 1e6:.2g}"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(c: Comparison) -> str:
+    """A summary for a CI log or a GitHub step summary."""
+    bad = c.count(REGRESSION) + c.count(CORRECTNESS)
+    title = "FAILED" if c.exit_code != EXIT_OK else "OK"
+    lines = [f"## fp4bench compare: {title}", ""]
+    lines.append(f"Threshold {c.threshold * 100:g}% (and beyond both runs' spread).")
+    lines.append("")
+    lines.append("| | baseline | new |")
+    lines.append("|---|---|---|")
+    if c.base_path or c.new_path:
+        lines.append(f"| file | {_cell(c.base_path)} | {_cell(c.new_path)} |")
+    for key in ("gpu", "driver", "clock", "torch", "commit", "created"):
+        lines.append(f"| {key} | {_cell(c.base_env.get(key) or '-')} | {_cell(c.new_env.get(key) or '-')} |")
+    lines.append("")
+    for w in c.warnings:
+        lines.append(f"> **warning:** {_cell(w)}")
+    for e in c.errors:
+        lines.append(f"> **error:** {_cell(e)}")
+    if c.warnings or c.errors:
+        lines.append("")
+    lines.append("| kernel | format | shape | baseline µs | new µs | new/baseline | verdict | detail |")
+    lines.append("|---|---|---|---:|---:|---:|---|---|")
+    order = {v: i for i, v in enumerate(VERDICT_ORDER)}
+    for r in sorted(c.rows, key=lambda r: (order[r.verdict], r.key)):
+        ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
+        verdict = f"{VERDICT_MARK.get(r.verdict, '')} {r.verdict}".strip()
+        lines.append(f"| {_cell(r.key[0])} | {r.key[1]} | {shape_text(r.key)} | {_us(r.base)} | {_us(r.new)} "
+                     f"| {ratio} | {verdict} | {_cell(r.detail)} |")
+    lines.append("")
+    counts = ", ".join(f"{c.count(v)} {v}" for v in VERDICT_ORDER if c.count(v))
+    lines.append(f"**{len(c.rows)} case(s): {counts}.** " + (
+        f"{bad} case(s) fail the comparison." if bad else "No regression." if not c.errors else ""))
+    return "\n".join(lines).rstrip() + "\n"
