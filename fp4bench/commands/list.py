@@ -1,0 +1,51 @@
+"""`fp4bench list`: every registered kernel with its role, formats, targets, and whether it can run here.
+
+"runs here" is answered for the chosen device (default: the GPU when there is one, else the CPU) through
+each kernel's `unavailable_reason`; buildable kernels also show whether the build cache holds them.
+Kernel modules that failed to import are listed with their error, so a missing dependency is visible.
+"""
+
+from __future__ import annotations
+
+import click
+from tabulate import tabulate
+
+from ..kernels import all_kernels, import_errors
+from .common import device_option, resolve_target
+
+
+def _built(kernel) -> str:
+    spec_fn = getattr(kernel, "build_spec", None)
+    if not callable(spec_fn):
+        return "-"
+    from ..build import cached_product
+
+    try:
+        return "yes" if cached_product(spec_fn()) is not None else "no"
+    except Exception as e:  # a broken toolchain must not hide the list
+        return f"? ({type(e).__name__})"
+
+
+@click.command("list")
+@device_option()
+@click.option("--role", type=click.Choice(["all", "kernel", "baseline"]), default="all", show_default=True)
+def list_kernels(device, role):
+    """List every kernel: formats, targets, and whether it can run on this machine (and why not)."""
+    target = resolve_target(device)
+    rows = []
+    for name, k in sorted(all_kernels().items()):
+        if role != "all" and k.role != role:
+            continue
+        try:
+            reason = k.unavailable_reason(target)
+        except Exception as e:  # report, never crash the listing
+            reason = f"error: {type(e).__name__}: {e}"
+        rows.append([name, k.role, ", ".join(k.formats), ", ".join(k.archs) if k.archs else "any",
+                     _built(k), "yes" if reason is None else "no", reason or ""])
+    click.echo(f"kernels on {target.describe()}:")
+    click.echo(tabulate(rows, headers=["kernel", "role", "formats", "targets", "built", "runs here", "why not"]))
+    errors = import_errors()
+    if errors:
+        click.echo("\nkernel modules that failed to import:")
+        for mod, err in sorted(errors.items()):
+            click.echo(f"  {mod}: {err}")

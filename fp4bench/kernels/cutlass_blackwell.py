@@ -1,0 +1,301 @@
+"""CUTLASS block-scaled GEMMs for Blackwell: SM120 (RTX 5090, RTX PRO 6000) and SM100 (B200).
+
+Variants (each a `Kernel`; sources in kernels/cutlass/, one templated definition and a config table):
+  sm120-nvfp4       NVFP4 x NVFP4 -> fp16 (the competition's semantics); tile chosen per shape
+  sm120-nvfp4-bf16  the same MMA with bf16 output; its format "nvfp4-bf16" must exist in fp4bench.formats
+                    for it to be checked (fp4bench's "nvfp4" format fixes fp16 output)
+  sm120-mxfp4       MXFP4 x MXFP4 -> bf16
+  sm120-w4a8        MXFP8 activations x MXFP4 weights -> bf16 (the mxf8f6f4 MMA)
+  sm100-nvfp4       NVFP4 x NVFP4 -> fp16 on B200 (1-SM tcgen05, CUTLASS example 72a's mainloop)
+  sm100-w4a8        MXFP8 x MXFP4 -> bf16 on B200 (CUTLASS example 72c's operand mix)
+Constraints: both operands K-major (the competition's layout; SM120 accepts no other); cluster 1x1x1;
+K a multiple of 32 (16-byte rows of packed FP4), of 128 where FP4 meets FP8 (CUTLASS's mxf8f6f4
+alignment); N a multiple of 8 (16-byte output rows); M any. The kernels read the competition's tensors in
+place: A/B through their [rows, K, L] strides, scales through the storage behind the permuted 6-D views
+(the blocked layout, one block per batch), C as D. Nothing is repacked in the timed path.
+
+Host-side argument setup is pure Python (`GemmArguments.from_data`), unit-tested on the CPU; the compiled
+library exports a C ABI (kernels/cutlass/gemm_args.h) called through ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from ..arch import Target
+from ..build import BuildSpec, BuildUnit, build, cached_product, toolchain_problem
+from ..formats import GEMM_FORMATS, OperandFormat
+from ..layouts import TILE_BYTES, ceil_div, competition_blocked_bytes, TILE_COLS, TILE_ROWS
+from ..problem import Problem, Shape
+from .base import Kernel, RunFn
+
+GEMM_UNIT_SOURCE = "cutlass/gemm_unit.cu"
+STATUS_UNIT_SOURCE = "cutlass/status.cu"
+# Bytes per TMA-loaded row must be a multiple of 16.
+TMA_ROW_BYTES = 16
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One compiled configuration (a name in kernels/cutlass/configs.cuh) and the largest M it is chosen for."""
+
+    name: str
+    max_m: int | None = None   # chosen when M <= max_m; None: any M (the last row of a table)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    target: str                       # the compile target, also the only arch it runs on
+    format: str                       # a GEMM format name (operands and output dtype)
+    tiles: tuple[TileConfig, ...]     # tried in order; the first whose max_m admits M wins
+    k_multiple: int                   # from operand alignment (CUTLASS), beyond the format's block size
+    n_multiple: int = 8
+    description: str = ""
+
+    def choose(self, m: int) -> TileConfig:
+        for tile in self.tiles:
+            if tile.max_m is None or m <= tile.max_m:
+                return tile
+        raise ValueError(f"{self.name}: no tile config for M={m}")
+
+    def build_spec(self) -> BuildSpec:
+        units = tuple(BuildUnit(t.name, GEMM_UNIT_SOURCE, (("FP4BENCH_CONFIG", t.name),)) for t in self.tiles)
+        return BuildSpec(self.name, self.target, units + (BuildUnit("status", STATUS_UNIT_SOURCE),))
+
+
+# The competition's shapes have M = 128 with large N and K: a 128-row tile with a deep K step there, a
+# 256-row cooperative tile (more reuse of B) once M is larger.
+VARIANTS = (
+    Variant("sm120-nvfp4", "sm_120a", "nvfp4",
+            (TileConfig("sm120_nvfp4_f16_128x128x256", max_m=128), TileConfig("sm120_nvfp4_f16_256x128x128")),
+            k_multiple=32, description="CUTLASS SM120 NVFP4 x NVFP4 -> fp16 (mma.sync block_scale)"),
+    Variant("sm120-nvfp4-bf16", "sm_120a", "nvfp4-bf16", (TileConfig("sm120_nvfp4_bf16_128x128x256"),),
+            k_multiple=32, description="CUTLASS SM120 NVFP4 x NVFP4 -> bf16"),
+    Variant("sm120-mxfp4", "sm_120a", "mxfp4", (TileConfig("sm120_mxfp4_bf16_128x128x256"),),
+            k_multiple=32, description="CUTLASS SM120 MXFP4 x MXFP4 -> bf16"),
+    Variant("sm120-w4a8", "sm_120a", "w4a8", (TileConfig("sm120_w4a8_bf16_128x128x128"),),
+            k_multiple=128, description="CUTLASS SM120 MXFP8 x MXFP4 -> bf16 (mxf8f6f4 block_scale)"),
+    Variant("sm100-nvfp4", "sm_100a", "nvfp4", (TileConfig("sm100_nvfp4_f16_128x128x256"),),
+            k_multiple=32, description="CUTLASS SM100 NVFP4 x NVFP4 -> fp16 (tcgen05, 1 SM)"),
+    Variant("sm100-w4a8", "sm_100a", "w4a8", (TileConfig("sm100_w4a8_bf16_128x128x128"),),
+            k_multiple=128, description="CUTLASS SM100 MXFP8 x MXFP4 -> bf16 (tcgen05, 1 SM)"),
+)
+VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
+# Operand formats of the bf16-output NVFP4 flavour, for when fp4bench.formats lacks "nvfp4-bf16".
+_FLAVOUR_OPERANDS = {"nvfp4-bf16": ("nvfp4", torch.bfloat16)}
+
+
+def operand_formats(fmt_name: str) -> tuple[OperandFormat, OperandFormat, torch.dtype]:
+    if fmt_name in GEMM_FORMATS:
+        f = GEMM_FORMATS[fmt_name]
+        return f.a, f.b, f.out_dtype
+    base, out_dtype = _FLAVOUR_OPERANDS[fmt_name]
+    return GEMM_FORMATS[base].a, GEMM_FORMATS[base].b, out_dtype
+
+
+# ------------------------------------------------------------------------------------- argument setup
+
+class GemmArgsStruct(ctypes.Structure):
+    """Mirror of Fp4benchGemmArgs in kernels/cutlass/gemm_args.h (layout checked by tests)."""
+
+    _fields_ = [
+        ("a", ctypes.c_void_p), ("b", ctypes.c_void_p), ("sfa", ctypes.c_void_p), ("sfb", ctypes.c_void_p),
+        ("d", ctypes.c_void_p),
+        ("m", ctypes.c_int32), ("n", ctypes.c_int32), ("k", ctypes.c_int32), ("l", ctypes.c_int32),
+        ("lda", ctypes.c_int64), ("batch_stride_a", ctypes.c_int64),
+        ("ldb", ctypes.c_int64), ("batch_stride_b", ctypes.c_int64),
+        ("ldd", ctypes.c_int64), ("batch_stride_d", ctypes.c_int64),
+        ("alpha", ctypes.c_float),
+    ]
+
+
+def _operand_strides(t: torch.Tensor, what: str, per_unit: int) -> tuple[int, int]:
+    """(leading stride, batch stride) in elements of a [rows, cols, L] operand that must be row-contiguous."""
+    if t.dim() != 3:
+        raise ValueError(f"{what} must be [rows, cols, L], got {tuple(t.shape)}")
+    s_row, s_col, s_batch = t.stride()
+    if s_col != 1 and t.shape[1] > 1:
+        raise ValueError(f"{what} must be contiguous along its last logical dimension (K-major); strides {t.stride()}")
+    if t.shape[2] == 1:
+        s_batch = t.shape[0] * s_row   # unused by the kernel; a packed value keeps the arguments canonical
+    if (s_row * t.element_size()) % TMA_ROW_BYTES:
+        raise ValueError(f"{what} rows are {s_row * t.element_size()} bytes apart; TMA needs a multiple of {TMA_ROW_BYTES}")
+    return s_row * per_unit, s_batch * per_unit
+
+
+def _scale_pointer(sf: torch.Tensor, rows: int, cols: int, l: int, what: str) -> int:
+    """Address of the blocked bytes behind a competition scale view, refusing any view that is not one."""
+    rest_m, rest_k = ceil_div(rows, TILE_ROWS), ceil_div(cols, TILE_COLS)
+    expected_shape = (32, 4, rest_m, 4, rest_k, l)
+    if tuple(sf.shape) != expected_shape:
+        raise ValueError(f"{what} has shape {tuple(sf.shape)}; the permuted view of {rows}x{cols}x{l} scales is {expected_shape}")
+    blocked = competition_blocked_bytes(sf)
+    # The kernel reads the storage directly: it must be the untouched blocked layout, no copy.
+    if not blocked.is_contiguous() or blocked.data_ptr() != sf.data_ptr():
+        raise ValueError(f"{what} is not a permuted view of contiguous blocked scales (strides {sf.stride()})")
+    if blocked.shape[1] != rest_m * rest_k * TILE_BYTES:
+        raise ValueError(f"{what} holds {blocked.shape[1]} bytes per batch, expected {rest_m * rest_k * TILE_BYTES}")
+    return sf.data_ptr()
+
+
+@dataclass(frozen=True)
+class GemmArguments:
+    """Everything the C entry point needs, derived from a competition data tuple; strides in elements."""
+
+    m: int
+    n: int
+    k: int
+    l: int
+    a: int
+    b: int
+    sfa: int
+    sfb: int
+    d: int
+    lda: int
+    batch_stride_a: int
+    ldb: int
+    batch_stride_b: int
+    ldd: int
+    batch_stride_d: int
+    alpha: float = 1.0
+
+    @classmethod
+    def from_data(cls, data: tuple, fmt_name: str) -> "GemmArguments":
+        fa, fb, out_dtype = operand_formats(fmt_name)
+        a, b, _, _, sfa_perm, sfb_perm, c = data
+        for t, op, what in ((a, fa, "A"), (b, fb, "B")):
+            if t.dtype != op.element.storage_dtype:
+                raise ValueError(f"{what} is {t.dtype}; {fmt_name} stores {op.name} as {op.element.storage_dtype}")
+        if c.dtype != out_dtype:
+            raise ValueError(f"C is {c.dtype}; this kernel writes {out_dtype}")
+        m, a_cols, l = a.shape
+        n = b.shape[0]
+        k = a_cols * fa.element.per_byte
+        if b.shape != (n, fb.storage_cols(k), l) or c.shape != (m, n, l):
+            raise ValueError(f"inconsistent shapes A {tuple(a.shape)}, B {tuple(b.shape)}, C {tuple(c.shape)}")
+        lda, bsa = _operand_strides(a, "A", fa.element.per_byte)
+        ldb, bsb = _operand_strides(b, "B", fb.element.per_byte)
+        ldd, bsd = _operand_strides(c, "C", 1)
+        return cls(m, n, k, l, a.data_ptr(), b.data_ptr(),
+                   _scale_pointer(sfa_perm, m, fa.scale_cols(k), l, "sfa_permuted"),
+                   _scale_pointer(sfb_perm, n, fb.scale_cols(k), l, "sfb_permuted"),
+                   c.data_ptr(), lda, bsa, ldb, bsb, ldd, bsd)
+
+    def to_struct(self) -> GemmArgsStruct:
+        return GemmArgsStruct(**{name: getattr(self, name) for name, _ in GemmArgsStruct._fields_})
+
+
+# ---------------------------------------------------------------------------------------------- library
+
+class CutlassLibrary:
+    """A built variant's shared library: per tile config, can_implement / workspace_size / run."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lib = ctypes.CDLL(path)
+        self._lib.fp4bench_status_string.restype = ctypes.c_char_p
+        self._lib.fp4bench_status_string.argtypes = [ctypes.c_int]
+
+    def _fn(self, config: str, what: str, argtypes):
+        fn = getattr(self._lib, f"fp4bench_{config}_{what}")
+        fn.restype = ctypes.c_int
+        fn.argtypes = argtypes
+        return fn
+
+    def status(self, code: int) -> str:
+        return self._lib.fp4bench_status_string(code).decode()
+
+    def can_implement(self, config: str, args: GemmArgsStruct) -> str | None:
+        code = self._fn(config, "can_implement", [ctypes.POINTER(GemmArgsStruct)])(ctypes.byref(args))
+        return None if code == 0 else f"CUTLASS cannot implement it: {self.status(code)}"
+
+    def workspace_size(self, config: str, args: GemmArgsStruct) -> int:
+        size = ctypes.c_size_t(0)
+        fn = self._fn(config, "workspace_size", [ctypes.POINTER(GemmArgsStruct), ctypes.POINTER(ctypes.c_size_t)])
+        fn(ctypes.byref(args), ctypes.byref(size))
+        return size.value
+
+    def runner(self, config: str):
+        return self._fn(config, "run", [ctypes.POINTER(GemmArgsStruct), ctypes.c_void_p, ctypes.c_void_p])
+
+
+@lru_cache(maxsize=None)
+def load_library(variant_name: str) -> CutlassLibrary:
+    return CutlassLibrary(str(build(VARIANTS_BY_NAME[variant_name].build_spec())))
+
+
+# ----------------------------------------------------------------------------------------------- kernel
+
+class CutlassBlackwellKernel(Kernel):
+    devices = ("cuda",)
+
+    def __init__(self, variant: Variant):
+        self.variant = variant
+        self.name = variant.name
+        self.formats = (variant.format,)
+        self.archs = (variant.target,)
+        self.description = variant.description
+
+    def build_spec(self) -> BuildSpec:
+        return self.variant.build_spec()
+
+    def unavailable_reason(self, target: Target) -> str | None:
+        reason = super().unavailable_reason(target)
+        if reason:
+            return reason
+        spec = self.build_spec()
+        problem = toolchain_problem(spec)
+        if problem and cached_product(spec) is None:
+            return f"not built and cannot build here: {problem}"
+        return None
+
+    def can_implement(self, problem: Problem) -> str | None:
+        return self.can_implement_shape(problem.shape)
+
+    def can_implement_shape(self, shape: Shape) -> str | None:
+        v = self.variant
+        if shape.k % v.k_multiple:
+            return f"K={shape.k} is not a multiple of {v.k_multiple} (CUTLASS operand alignment)"
+        if shape.n % v.n_multiple:
+            return f"N={shape.n} is not a multiple of {v.n_multiple} (16-byte output rows)"
+        if max(shape.m, shape.n, shape.k) >= 2**31:
+            return "dimensions must fit in 32 bits"
+        return None
+
+    def prepare(self, problem: Problem) -> RunFn:
+        lib = load_library(self.name)
+        tile = self.variant.choose(problem.shape.m)
+        args = GemmArguments.from_data(problem.data, self.variant.format).to_struct()
+        reason = lib.can_implement(tile.name, args)
+        if reason:
+            raise RuntimeError(f"{self.name} ({tile.name}): {reason}")
+        device = problem.c.device
+        size = lib.workspace_size(tile.name, args)
+        workspace = torch.empty(max(size, 1), dtype=torch.uint8, device=device)
+        run_fn = lib.runner(tile.name)
+        fmt_name, name = self.variant.format, self.name
+
+        def run(data: tuple) -> torch.Tensor:
+            st = GemmArguments.from_data(data, fmt_name).to_struct()
+            stream = torch.cuda.current_stream(device).cuda_stream
+            code = run_fn(ctypes.byref(st), workspace.data_ptr(), stream)
+            if code:
+                raise RuntimeError(f"{name} ({tile.name}): {lib.status(code)}")
+            return data[6]
+
+        return run
+
+    def run(self, data: tuple) -> torch.Tensor:
+        a, b = data[0], data[1]
+        fa, _, _ = operand_formats(self.variant.format)
+        shape = Shape(a.shape[0], b.shape[0], a.shape[1] * fa.element.per_byte, a.shape[2])
+        fmt = GEMM_FORMATS.get(self.variant.format)
+        return self.prepare(Problem(shape, fmt, data, data[0].device))(data)
+
+
+KERNELS = tuple(CutlassBlackwellKernel(v) for v in VARIANTS)
