@@ -1,0 +1,160 @@
+"""The Hopper Triton kernels: split-K planning, the fp8 kernel's exactness with extreme scales (interpreted
+on the CPU), and GPU tests (marked `gpu`) of every sm90-* kernel on edge shapes, extreme scales and a
+benchmark shape. Every check uses fresh random data and a NaN-poisoned output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from fp4bench.kernels.sm90_triton import FP8_FIT_BINADES, choose_split_k
+
+REPO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+
+# A helper run in a fresh process (Triton decides at import whether to interpret): builds problems whose
+# block exponents spread over +-SPREAD binades and checks one kernel launch against the exact reference.
+EXTREME_SCRIPT = textwrap.dedent("""
+    import json, os, sys, torch
+    sys.path.insert(0, os.path.join(os.getcwd(), "scripts"))
+    from bench_sm90 import check_exact_products
+    from fp4bench.formats import E8M0_BIAS, GEMM_FORMATS
+    from fp4bench.kernels.sm90_triton import CPU_CONFIG, launch_gemm, plan_launch
+    from fp4bench.problem import Shape, assemble, generate, poison_output
+    from fp4bench.reference import reference_gemm
+
+    def problem(shape, spread, nan_rows=()):
+        fmt = GEMM_FORMATS["mxfp4"]
+        p = generate(shape, fmt, "cpu")
+        def codes(like):
+            c = torch.randint(E8M0_BIAS - spread, E8M0_BIAS + spread + 1, (like.shape[2], like.shape[0], like.shape[1]))
+            for r in nan_rows:
+                c[0, r, 1] = 0xFF
+            return c.to(torch.uint8).view(like.dtype).permute(1, 2, 0)
+        a, b, sfa, sfb = p.data[:4]
+        return assemble(shape, fmt, a, b, codes(sfa), codes(sfb), p.c, "cpu")
+
+    results = []
+    for spread, shape, nan_rows in json.loads(sys.argv[1]):
+        torch.manual_seed(1000 + spread)
+        shape = Shape(*shape)
+        p = problem(shape, spread, nan_rows)
+        plan = plan_launch(CPU_CONFIG, shape.m, shape.n, shape.k, shape.l, torch.device("cpu"))
+        out = launch_gemm(poison_output(p).data, p.fmt, plan, use_asm=False, fp8=True)
+        passed, reason = check_exact_products(out, p)
+        results.append({"spread": spread, "passed": passed, "reason": reason,
+                        "nan_rows_ok": all(bool(torch.isnan(out[row]).all()) for row in nan_rows),
+                        "finite": int(torch.isfinite(out).sum()), "split": plan.split_k})
+    print(json.dumps(results))
+""")
+
+
+@pytest.mark.parametrize("tiles,k_iters,sms,expected", [
+    (56, 128, 132, 7),    # 128 x 7168 x 16384 with 128-row tiles: 392 programs, 99% of 3 waves
+    (32, 56, 132, 4),     # 128 x 4096 x 7168: 128 programs in one wave
+    (132, 64, 132, 1),    # already one full wave: no split
+    (1, 1, 132, 1),       # one K tile cannot be split
+])
+def test_split_k_fills_whole_waves(tiles, k_iters, sms, expected):
+    assert choose_split_k(tiles, k_iters, sms) == expected
+
+
+def test_fp8_kernel_is_exact_for_extreme_scale_spreads_interpreted():
+    # spread 7: every K tile fits e4m3 (residual <= 14 < FP8_FIT_BINADES); 20 and 60: many tiles take the
+    # bf16 path; the last case puts NaN scales in rows 3 and 10 of A.
+    assert 2 * 7 < FP8_FIT_BINADES < 2 * 20
+    cases = [(7, (40, 48, 512), []), (20, (40, 48, 512), []), (60, (33, 40, 256, 2), []), (3, (16, 32, 256), [3, 10])]
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", EXTREME_SCRIPT, json.dumps(cases)], capture_output=True,
+                          text=True, env=env, timeout=900, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == len(cases)
+    for (spread, shape, nan_rows), r in zip(cases, results):
+        if nan_rows:
+            assert r["nan_rows_ok"], r
+        assert r["passed"], r
+        assert r["split"] >= 2 or shape[2] <= 64, r   # split-K is exercised
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GPU tests
+# ---------------------------------------------------------------------------------------------------------
+SM90_CASES = [("sm90-nvfp4", "nvfp4"), ("sm90-mxfp4", "mxfp4"), ("sm90-mxfp4-fp8", "mxfp4"),
+              ("sm90-w4a16", "w4a16-nvfp4"), ("sm90-w4a16", "w4a16-mxfp4"), ("triton-fp4", "nvfp4"),
+              ("triton-fp4", "mxfp4")]
+GPU_SHAPES = [(1, 128, 256, 1), (77, 200, 96, 1), (130, 129, 32, 1), (200, 72, 1056, 1), (256, 384, 512, 3),
+              (64, 96, 16384, 1)]
+
+
+def _hopper_target():
+    from fp4bench.arch import current_target
+
+    target = current_target("cuda")
+    if target.arch != "sm_90a":
+        pytest.skip(f"needs an sm_90 GPU; this is {target.arch}")
+    return target
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,fmt_name", SM90_CASES)
+def test_sm90_kernels_verify_on_edge_shapes(name, fmt_name):
+    from fp4bench.formats import GEMM_FORMATS
+    from fp4bench.harness import verify_case
+    from fp4bench.kernels import get_kernel
+    from fp4bench.problem import Shape
+
+    target = _hopper_target()
+    for m, n, k, l in GPU_SHAPES:
+        outcome = verify_case(get_kernel(name), Shape(m, n, k, l), GEMM_FORMATS[fmt_name], target, [11, 53])
+        assert outcome.status == "pass", (m, n, k, l, outcome.reason)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,fmt_name,spread", [
+    ("sm90-mxfp4-fp8", "mxfp4", 7), ("sm90-mxfp4-fp8", "mxfp4", 20), ("sm90-mxfp4-fp8", "mxfp4", 60),
+    ("sm90-mxfp4", "mxfp4", 60), ("sm90-w4a16", "w4a16-mxfp4", 60), ("sm90-nvfp4", "nvfp4", None),
+    ("sm90-w4a16", "w4a16-nvfp4", None),
+])
+def test_sm90_kernels_exact_with_extreme_scales(name, fmt_name, spread):
+    from bench_sm90 import check_exact_products, extreme_problem
+
+    from fp4bench.kernels import get_kernel
+    from fp4bench.problem import Shape, poison_output
+
+    _hopper_target()
+    kernel = get_kernel(name)
+    for shape in (Shape(200, 520, 2048, seed=5), Shape(128, 256, 8192, seed=9)):
+        p = extreme_problem(shape, fmt_name, spread, "cuda")
+        out = kernel.prepare(p)(poison_output(p).data)
+        torch.cuda.synchronize()
+        passed, detail = check_exact_products(out, p)
+        assert passed, (shape, detail)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_sm90_nvfp4_on_a_benchmark_shape_twice():
+    from fp4bench.checking import check_output
+    from fp4bench.formats import GEMM_FORMATS
+    from fp4bench.kernels import get_kernel
+    from fp4bench.problem import Shape, generate, poison_output
+    from fp4bench.reference import reference_gemm
+
+    _hopper_target()
+    kernel = get_kernel("sm90-nvfp4")
+    # Twice on fresh data: the split-K counters must be back at zero after each call.
+    for seed in (1111, 1153):
+        p = generate(Shape(128, 4096, 7168, seed=seed), GEMM_FORMATS["nvfp4"], "cuda")
+        fn = kernel.prepare(p)
+        out = fn(poison_output(p).data)
+        torch.cuda.synchronize()
+        r = check_output(out, reference_gemm(p), torch.float16)
+        assert r.passed, r.reason
