@@ -16,6 +16,7 @@ from .base import Kernel, RunFn
 KERNEL_MODULES = (
     "fp4bench.kernels.torch_ref",
     "fp4bench.kernels.external",
+    "fp4bench.kernels.sm90_triton",
     "fp4bench.kernels.baselines",
     "fp4bench.kernels.triton_dot_scaled",
 )
