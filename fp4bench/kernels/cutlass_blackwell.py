@@ -27,7 +27,7 @@ from functools import lru_cache
 import torch
 
 from ..arch import Target
-from ..build import BuildSpec, BuildUnit, build, cached_product, toolchain_problem
+from ..build import HOST_TARGET, BuildSpec, BuildUnit, build, cached_product, toolchain_problem
 from ..formats import GEMM_FORMATS, OperandFormat
 from ..layouts import TILE_BYTES, ceil_div, competition_blocked_bytes, TILE_COLS, TILE_ROWS
 from ..problem import Problem, Shape
@@ -86,6 +86,9 @@ VARIANTS = (
             k_multiple=128, description="CUTLASS SM100 MXFP8 x MXFP4 -> bf16 (tcgen05, 1 SM)"),
 )
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
+# Host-only program printing CUTLASS's scale-factor layout offsets for these configs (tests/test_cutlass_layout.py).
+LAYOUT_PROBE = BuildSpec("cutlass-layout-probe", HOST_TARGET,
+                         (BuildUnit("layout_probe", "cutlass/layout_probe.cpp"),), product="executable")
 # Operand formats of the bf16-output NVFP4 flavour, for when fp4bench.formats lacks "nvfp4-bf16".
 _FLAVOUR_OPERANDS = {"nvfp4-bf16": ("nvfp4", torch.bfloat16)}
 
