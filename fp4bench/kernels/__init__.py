@@ -19,6 +19,7 @@ KERNEL_MODULES = (
     "fp4bench.kernels.sm90_triton",
     "fp4bench.kernels.baselines",
     "fp4bench.kernels.triton_dot_scaled",
+    "fp4bench.kernels.cutlass_blackwell",
 )
 
 

@@ -215,7 +215,8 @@ class CutlassLibrary:
 
     def can_implement(self, config: str, args: GemmArgsStruct) -> str | None:
         code = self._fn(config, "can_implement", [ctypes.POINTER(GemmArgsStruct)])(ctypes.byref(args))
-        return None if code == 0 else f"CUTLASS cannot implement it: {self.status(code)}"
+        # GemmUniversalAdapter answers kInvalid ("Invalid status") when the kernel's own checks fail.
+        return None if code == 0 else f"CUTLASS's can_implement rejects the problem (alignment or shape): {self.status(code)}"
 
     def workspace_size(self, config: str, args: GemmArgsStruct) -> int:
         size = ctypes.c_size_t(0)
