@@ -207,3 +207,22 @@ def test_cache_show_and_clear(cache, sources):
     assert [e.name for e in B.cache_entries()] == ["tiny-probe"]
     assert runner.invoke(main, ["cache", "clear"]).exit_code == 0
     assert B.cache_entries() == []
+
+
+@pytest.mark.nvcc
+def test_build_command_builds_and_reports_failures_once(cache, sources, monkeypatch):
+    from fp4bench.commands import build as build_cmd
+
+    (sources / "tiny" / "bad.cpp").write_text(BROKEN_SOURCE)
+    bad = B.BuildSpec("bad-kernel", B.HOST_TARGET, (B.BuildUnit("bad", "tiny/bad.cpp"),), product="executable",
+                      source_dir="tiny", needs_cutlass=False)
+    monkeypatch.setattr(build_cmd, "buildable_specs", lambda: [tiny_spec(2), bad])
+    monkeypatch.setattr(build_cmd, "KNOWN_TARGETS", build_cmd.KNOWN_TARGETS | {B.HOST_TARGET})
+    res = CliRunner().invoke(main, ["build", "--kernels", "tiny-*"])
+    assert res.exit_code == 0 and "ok      tiny-probe" in res.output
+    res = CliRunner().invoke(main, ["build", "--arch", B.HOST_TARGET, "--kernels", "tiny-*,bad-*"])
+    assert res.exit_code == 1
+    assert "FAILED  bad-kernel" in res.output and "building bad-kernel for host failed" in res.output
+    assert res.output.count("undefined_symbol_xyz") == (cache.glob("bad-kernel-*/build.log").__next__()
+                                                         .read_text().count("undefined_symbol_xyz"))
+    assert "ok      tiny-probe" in res.output          # the good one still built (a cache hit)
