@@ -241,3 +241,57 @@ def test_cutlass_can_implement_agrees(built_variants):
             assert lib.can_implement(tile.name, bad) is not None, (v.name, tile.name, bad_k)
             assert lib.workspace_size(tile.name, good) >= 0
         assert "success" in lib.status(0).lower()
+
+
+class FakeLibrary:
+    """Stands in for a built library: records what the C entry point receives."""
+
+    def __init__(self, code=0):
+        self.calls, self.code = [], code
+
+    def can_implement(self, config, args):
+        return None
+
+    def workspace_size(self, config, args):
+        return 64
+
+    def status(self, code):
+        return f"status {code}"
+
+    def runner(self, config):
+        def run(args_ref, workspace, stream):
+            st = ctypes.cast(args_ref, ctypes.POINTER(cb.GemmArgsStruct)).contents
+            self.calls.append((config, {f: getattr(st, f) for f, _ in cb.GemmArgsStruct._fields_}, workspace, stream))
+            return self.code
+        return run
+
+
+def test_prepared_run_passes_the_arguments_and_reuses_them(monkeypatch):
+    fake = FakeLibrary()
+    monkeypatch.setattr(cb, "load_library", lambda name: fake)
+    monkeypatch.setattr(cb, "current_stream", lambda device: 1234)
+    derived = []
+    real_from_data = cb.GemmArguments.from_data.__func__
+    monkeypatch.setattr(cb.GemmArguments, "from_data",
+                        classmethod(lambda cls, data, fmt: derived.append(1) or real_from_data(cls, data, fmt)))
+    k = _kernel("sm120-nvfp4")
+    p = generate(Shape(256, 128, 512, 2, seed=21), GEMM_FORMATS["nvfp4"])
+    fn = k.prepare(p)
+    other = generate(Shape(256, 128, 512, 2, seed=22), GEMM_FORMATS["nvfp4"])
+    for data in (p.data, p.data, other.data):
+        assert fn(data) is data[6]
+    config, fields, workspace, stream = fake.calls[0]
+    assert config == "sm120_nvfp4_f16_256x128x128" and stream == 1234 and workspace
+    want = cb.GemmArguments.from_data(p.data, "nvfp4")
+    assert fields == {f: getattr(want, f) for f, _ in cb.GemmArgsStruct._fields_}
+    assert fake.calls[2][1]["a"] == other.data[0].data_ptr()
+    assert len(derived) == 1 + 2 + 1   # prepare, two distinct input sets (the repeat reuses one), this test
+
+
+def test_prepared_run_raises_the_status(monkeypatch):
+    monkeypatch.setattr(cb, "load_library", lambda name: FakeLibrary(code=7))
+    monkeypatch.setattr(cb, "current_stream", lambda device: 0)
+    p = generate(Shape(128, 64, 256, 1, seed=23), GEMM_FORMATS["mxfp4"])
+    fn = _kernel("sm120-mxfp4").prepare(p)
+    with pytest.raises(RuntimeError, match=r"sm120-mxfp4 \(sm120_mxfp4_bf16_128x128x256\): status 7"):
+        fn(p.data)
