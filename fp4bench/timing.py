@@ -6,6 +6,8 @@ Constraints the numbers rely on:
 - Cold L2 by default: in eager mode a flush buffer larger than L2 is overwritten before every timed call
   (outside the events); in graph mode the flush cannot sit between replayed calls, so the calls rotate
   among enough input sets that their bytes exceed L2 (`input_sets_for_cold_l2`). `warm_l2` turns both off.
+- The host stays ahead of the GPU: each batch of timed calls starts behind a spin kernel longer than the
+  host needs to enqueue the batch, so no sample includes launch latency (`CudaEventTimer`).
 - One sample is one call (eager) or one replay of `GRAPH_CALLS` calls divided by that number (graph).
 - Adaptive repetition (`StoppingRule`): stop once the relative standard error of the mean is under the
   target (0.5% by default) with at least `min_samples`, or when the time budget or `max_samples` runs out.
@@ -34,6 +36,10 @@ GRAPH_CALLS = 20
 # Flush buffers and rotated input sets exceed L2 by this factor (L2 is not strictly LRU).
 L2_MARGIN = 2
 MAX_INPUT_SETS = 64
+# The GPU's head start over the host at the start of each batch (see CudaEventTimer).
+INITIAL_LEAD_S = 1e-3
+MAX_LEAD_S = 50e-3
+LEAD_MARGIN = 1.5
 MODE_EAGER = "eager"
 MODE_GRAPH = "graph"
 MODES = (MODE_EAGER, MODE_GRAPH)
@@ -146,27 +152,62 @@ class CpuTimer(Timer):
 
 
 class CudaEventTimer(Timer):
-    """Events around each call on the current stream; one synchronisation per batch."""
+    """Events around each call on the current stream; one synchronisation per batch.
+
+    The host must never fall behind the GPU, or a start event fires while the GPU waits for the next
+    launch and the sample measures Python and launch latency instead of the kernel. So each batch starts
+    with a spin kernel (`torch.cuda._sleep`) lasting longer than the host takes to enqueue the batch, and a
+    batch whose enqueueing outlasted that lead is dropped and the lead raised (the lead is also adapted
+    to the enqueue time the host shows batch by batch).
+    """
 
     clock = "cuda-events"
 
     def __init__(self, device: torch.device):
         self.device = device
+        self.lead_s = INITIAL_LEAD_S
+        self.dropped_batches = 0
 
     def time_calls(self, calls, before):
         starts = [torch.cuda.Event(enable_timing=True) for _ in calls]
         ends = [torch.cuda.Event(enable_timing=True) for _ in calls]
+        torch.cuda._sleep(int(self.lead_s * sleep_cycles_per_second(self.device)))
+        t0 = time.perf_counter()
         for call, start, end in zip(calls, starts, ends):
             if before is not None:
                 before()
             start.record()
             call()
             end.record()
+        enqueue_s = time.perf_counter() - t0
         torch.cuda.synchronize(self.device)
+        ran_dry = enqueue_s > self.lead_s and self.lead_s < MAX_LEAD_S
+        self.lead_s = min(MAX_LEAD_S, max(INITIAL_LEAD_S, LEAD_MARGIN * enqueue_s))
+        if ran_dry:
+            self.dropped_batches += 1
+            return []
         return [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)]
 
     def synchronize(self) -> None:
         torch.cuda.synchronize(self.device)
+
+
+_SLEEP_RATE: dict[int, float] = {}
+
+
+def sleep_cycles_per_second(device: torch.device) -> float:
+    """How many `torch.cuda._sleep` cycles pass per second on this device now (measured once)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SLEEP_RATE:
+        cycles = 2_000_000
+        torch.cuda._sleep(cycles)   # first launch loads the kernel
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(cycles)
+        end.record()
+        torch.cuda.synchronize(device)
+        _SLEEP_RATE[index] = cycles / (start.elapsed_time(end) * 1e-3)
+    return _SLEEP_RATE[index]
 
 
 def timer_for(device: torch.device) -> Timer:
@@ -205,11 +246,13 @@ class Measurement:
     stop_reason: str = ""
     warmup_calls: int = 0
     seconds: float = 0.0
+    dropped_batches: int = 0   # batches thrown away because the host fell behind the GPU
 
     def to_dict(self, keep_samples: bool = True) -> dict:
         d = {"stats": self.stats.to_dict(), "mode": self.mode, "clock": self.clock, "cold_l2": self.cold_l2,
              "input_sets": self.input_sets, "calls_per_sample": self.calls_per_sample,
-             "stop_reason": self.stop_reason, "warmup_calls": self.warmup_calls, "seconds": self.seconds}
+             "stop_reason": self.stop_reason, "warmup_calls": self.warmup_calls, "seconds": self.seconds,
+             "dropped_batches": self.dropped_batches}
         if keep_samples:
             d["samples"] = list(self.samples)
         return d
@@ -282,7 +325,10 @@ def measure(fn: Callable[[tuple], object], inputs: Sequence[tuple], *, device: t
                 i += 1
         else:
             calls = batch
-        for t in timer.time_calls(calls, flush):
+        batch_samples = timer.time_calls(calls, flush)
+        if not batch_samples and time.perf_counter() - start > rule.budget_s and len(samples) >= 2:
+            stop = "budget"
+        for t in batch_samples:
             samples.append(t / per_sample_calls)
             stop = rule.verdict(samples, time.perf_counter() - start)
             if stop is not None:
@@ -290,4 +336,5 @@ def measure(fn: Callable[[tuple], object], inputs: Sequence[tuple], *, device: t
     del flush
     return Measurement(stats=Stats.from_samples(samples), samples=samples, mode=mode, clock=timer.clock,
                        cold_l2=cold_l2, input_sets=len(inputs), calls_per_sample=per_sample_calls,
-                       stop_reason=stop, warmup_calls=warmup, seconds=time.perf_counter() - began)
+                       stop_reason=stop, warmup_calls=warmup, seconds=time.perf_counter() - began,
+                       dropped_batches=getattr(timer, "dropped_batches", 0))
