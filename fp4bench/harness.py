@@ -51,6 +51,26 @@ class CaseOutcome:
         return self.status in FAILING_STATUSES
 
 
+# Bytes per output element that check_output's float64 temporaries take (expected, got, diff, allowed, rel,
+# masks) and that the two float32 references (this seed's and the previous one, for the cache check) take.
+CHECK_BYTES_PER_OUTPUT = 6 * 8 + 2 * 4
+
+
+def case_bytes(shape: Shape, fmt: GemmFormat) -> int:
+    """Estimated peak memory of `verify_case` on one shape: what it holds at once, to refuse hopeless sizes.
+
+    Inputs three times (the tensors, the blocked scale copies, the integrity snapshot), four outputs (the
+    generated c, the guarded c, two kept copies), the checker's temporaries, and the float32 dequantized
+    operands of one batch twice (the codec's intermediate and its result).
+    """
+    s = shape
+    elements = s.m * s.n * s.l
+    inputs = (fmt.a.bytes_for(s.m, s.k) + fmt.b.bytes_for(s.n, s.k)) * s.l
+    out = elements * torch.empty((), dtype=fmt.out_dtype).element_size()
+    dequantized = 2 * 4 * (s.m + s.n) * s.k
+    return 3 * inputs + 4 * out + 2 * integrity.GUARD_BYTES + CHECK_BYTES_PER_OUTPUT * elements + dequantized
+
+
 def synchronize(target: Target) -> None:
     if target.device == "cuda":
         torch.cuda.synchronize(target.index)

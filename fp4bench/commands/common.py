@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..arch import Target, current_target
@@ -61,10 +63,52 @@ def check_shapes_legal(shapes: list[Shape], formats: list[GemmFormat], path: str
                 raise InputError(f"{path}: shape {shape}: {reason}")
 
 
+def available_memory(target: Target) -> int | None:
+    """Free bytes where the cases will run: free GPU memory, or available host RAM; None if unknown."""
+    if target.device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info(target.index)[0])
+    # MemAvailable counts reclaimable page cache; free pages alone would refuse shapes that fit.
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return None
+
+
+def check_shapes_fit(shapes: list[Shape], formats: list[GemmFormat], target: Target,
+                     free_bytes: int | None = None) -> None:
+    """Refuse a shape whose check cannot fit in the device's free memory, saying how much it needs."""
+    from ..harness import case_bytes
+
+    free = available_memory(target) if free_bytes is None else free_bytes
+    if free is None:
+        return
+    for fmt in formats:
+        for shape in shapes:
+            need = case_bytes(shape, fmt)
+            if need > free:
+                where = "host RAM available" if target.device == "cpu" else f"free on {target.describe()}"
+                raise InputError(f"shape {shape} ({fmt.name}) needs about {need / 2**30:.1f} GiB; "
+                                 f"only {free / 2**30:.1f} GiB {where}")
+
+
 def parse_kernels(patterns, role: str | None = None) -> list[Kernel]:
     names: list[str] = []
     for p in patterns:
         names.extend(x.strip() for x in p.split(",") if x.strip())
+    for name in names:
+        # A path that is not a .py file would otherwise read as an unknown kernel name.
+        if not name.endswith(".py") and ("/" in name or os.path.isfile(name)):
+            raise InputError(f"kernel file {name} is not a Python file (a submission is a .py file "
+                             f"defining custom_kernel(data))")
     try:
         return select_kernels(names, role)
     except (UnknownKernel, KernelLoadError) as e:
@@ -72,6 +116,8 @@ def parse_kernels(patterns, role: str | None = None) -> list[Kernel]:
 
 
 def resolve_target(device: str, gpu: int = 0) -> Target:
+    if gpu < 0:
+        raise InputError(f"GPU id must be 0 or more, got {gpu}")
     try:
         return current_target(device, gpu)
     except (RuntimeError, ValueError) as e:

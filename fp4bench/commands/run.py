@@ -15,7 +15,7 @@ import click
 from ..errors import EXIT_FAILED, EXIT_OK, InputError
 from ..harness import FAILING_STATUSES
 from ..kernels import all_kernels
-from .common import (check_shapes_legal, device_option, format_option, parse_formats, parse_kernels,
+from .common import (check_shapes_fit, check_shapes_legal, device_option, format_option, parse_formats, parse_kernels,
                      parse_shapes, resolve_target, shapes_option)
 
 DEFAULT_BASELINE = "cublas-dense"
@@ -45,6 +45,8 @@ class RunSettings:
     case_timeout: float
     no_samples: bool
     quiet: bool
+    resume: bool = False
+    save_baseline: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -83,6 +85,10 @@ RUN_OPTIONS = [
                  help="Seconds a case may take in its worker before it is killed."),
     click.option("--no-samples", is_flag=True, help="Leave the raw samples out of the JSON."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    click.option("--resume", is_flag=True,
+                 help="Keep the cases already in the --json file and run only the others (after an interruption)."),
+    click.option("--save-baseline", is_flag=True,
+                 help="Also store the results as baselines/<gpu>.json, the reference of `fp4bench compare`."),
 ]
 
 
@@ -116,7 +122,8 @@ def parse_gpus(value: str | None, device_type: str) -> list[int | None]:
         raise InputError(f"--gpus: expected 'all' or a comma-separated list of indices, got {value!r}") from None
     bad = [i for i in ids if not 0 <= i < count]
     if bad or not ids:
-        raise InputError(f"--gpus: no GPU {', '.join(map(str, bad)) or value!r}; this machine has {count}")
+        raise InputError(f"--gpus: no GPU {', '.join(map(str, bad)) if bad else repr(value)}; "
+                         f"this machine has {count}")
     return sorted(set(ids))
 
 
@@ -201,7 +208,9 @@ def execute_run(settings: RunSettings) -> int:
 
     plan, fmts, shapes, selected, baseline = build_plan(settings)
     target = resolve_target(settings.device)
+    check_shapes_fit(shapes, fmts, target)
     lanes = parse_gpus(settings.gpus, target.device)
+    previous = _resume(settings, plan)
     timing = TimingOptions(mode="graph" if settings.graph else "eager", cold_l2=not settings.warm_l2,
                            target_rse=settings.rse, budget_s=settings.budget, min_samples=settings.min_samples,
                            max_samples=max(settings.max_samples, settings.min_samples),
@@ -220,6 +229,8 @@ def execute_run(settings: RunSettings) -> int:
                         "timing": timing.to_dict(), "check_seeds": settings.check_seeds,
                         "ceilings": {str(lane): c.get("ceilings") for lane, c in contexts.items()}}
         writer = ResultsWriter(settings.json_path, env, run_settings) if settings.json_path else None
+        if writer:
+            writer.cases = list(previous)
         bar = ProgressBar(len(plan.cases), enabled=not settings.quiet)
 
         def on_start(i, case):
@@ -232,7 +243,7 @@ def execute_run(settings: RunSettings) -> int:
             if writer:
                 writer.add(record)
 
-        cases = execute(plan, executor, contexts, timing, settings.check_seeds, on_start, on_done)
+        cases = previous + execute(plan, executor, contexts, timing, settings.check_seeds, on_start, on_done)
         bar.close()
     finally:
         executor.close()
@@ -242,6 +253,11 @@ def execute_run(settings: RunSettings) -> int:
         writer.cases = cases   # plan order, not completion order
         writer.environment = env
         writer.flush()
+    if settings.save_baseline:
+        from ..compare import save_baseline
+        from ..results import make_document
+
+        click.echo(f"baseline saved as {save_baseline(make_document(env, run_settings, cases))}", err=True)
     note = "CPU times from a host clock, not comparable with GPU times" if target.device == "cpu" else None
     click.echo(render_tables(cases, baseline, markdown=settings.markdown, clock_note=note))
     if settings.csv_path:
@@ -250,6 +266,36 @@ def execute_run(settings: RunSettings) -> int:
     click.echo(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['error']} errors, "
                f"{counts['skip']} skipped" + (f"; results in {settings.json_path}" if writer else ""))
     return EXIT_FAILED if any(c["status"] in FAILING_STATUSES for c in cases) else EXIT_OK
+
+
+def _case_key(kernel_ref: str, fmt: str, shape: dict) -> tuple:
+    # Records name a submission file by its stem (ExternalKernel's name); plans by its path.
+    name = Path(kernel_ref).stem if kernel_ref.endswith(".py") else kernel_ref
+    return name, fmt, tuple(int(shape.get(k, 1)) for k in ("m", "n", "k", "l", "seed"))
+
+
+def _resume(settings: RunSettings, plan) -> list[dict]:
+    """With --resume: the cases already in the --json file (kept), and the plan cut to the others."""
+    if not settings.resume:
+        return []
+    if not settings.json_path:
+        raise InputError("--resume needs --json FILE (the results of the interrupted run)")
+    if not Path(settings.json_path).exists():
+        return []
+    from ..results import ResultsFileError, load_results
+
+    try:
+        previous = load_results(settings.json_path)["cases"]
+    except ResultsFileError as e:
+        raise InputError(f"--resume: {e}") from None
+    try:
+        done = {_case_key(c["kernel"], c["format"], c["shape"]) for c in previous}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise InputError(f"--resume: {settings.json_path} holds a malformed case") from None
+    plan.cases = [c for c in plan.cases if _case_key(*c) not in done]
+    click.echo(f"resuming: {len(previous)} case(s) already in {settings.json_path}, "
+               f"{len(plan.cases)} to run", err=True)
+    return previous
 
 
 @click.command()
