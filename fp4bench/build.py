@@ -393,6 +393,32 @@ def build(spec: BuildSpec, jobs: int | None = None, force: bool = False) -> Path
     return product
 
 
+def build_many(specs: list[BuildSpec], jobs: int | None = None, force: bool = False,
+               on_done=None) -> tuple[dict[BuildSpec, Path], dict[BuildSpec, BuildError]]:
+    """Build several specs, `jobs` compilers at a time; returns (products, failures), never raises BuildError.
+
+    Several specs: one compiler each, `jobs` specs at once; a single spec gets all the jobs for its units.
+    `on_done(spec)` is called as each finishes (a progress bar).
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    jobs = jobs or default_jobs()
+    per_build = 1 if len(specs) > 1 else jobs
+    built: dict[BuildSpec, Path] = {}
+    failures: dict[BuildSpec, BuildError] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(specs)))) as pool:
+        futures = {pool.submit(build, s, per_build, force): s for s in specs}
+        for fut in as_completed(futures):
+            spec = futures[fut]
+            try:
+                built[spec] = fut.result()
+            except BuildError as e:
+                failures[spec] = e
+            if on_done is not None:
+                on_done(spec)
+    return built, failures
+
+
 # ------------------------------------------------------------------------------------------------ cache
 
 @dataclass(frozen=True)

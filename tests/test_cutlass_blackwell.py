@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from fp4bench.arch import CPU, Target
-from fp4bench.build import build, find_cuobjdump
+from fp4bench.build import build_many, find_cuobjdump
 from fp4bench.cli import main
 from fp4bench.formats import GEMM_FORMATS
 from fp4bench.harness import STATUS_SKIP, verify_case
@@ -190,19 +190,24 @@ def test_list_shows_every_variant():
 
 # Block-scaled MMA in SASS: SM120's warp-level OMMA/QMMA with scale factors, SM100's tcgen05 UTC*MMA.
 SASS_PATTERNS = {
-    "sm120-nvfp4": r"OMMA\.SF\.\S*E2M1\.E2M1\.UE4M3",
-    "sm120-nvfp4-bf16": r"OMMA\.SF\.\S*E2M1\.E2M1\.UE4M3",
-    "sm120-mxfp4": r"OMMA\.SF\.\S*E2M1\.E2M1\.UE8M0",
-    "sm120-w4a8": r"QMMA\.SF\.\S*E4M3\.E2M1\.UE8M0",
-    "sm100-nvfp4": r"UTCOMMA\S*",
-    "sm100-w4a8": r"UTCQMMA\S*",
+    # SM120: OMMA (FP4 x FP4, m16n8k64) and QMMA (f8f6f4, m16n8k32) with .SF and the scale type
+    # (UE4M3 for NVFP4, E8 for ue8m0).
+    "sm120-nvfp4": r"OMMA\.SF\.16864\.F32\.E2M1\.E2M1\.UE4M3",
+    "sm120-nvfp4-bf16": r"OMMA\.SF\.16864\.F32\.E2M1\.E2M1\.UE4M3",
+    "sm120-mxfp4": r"OMMA\.SF\.16864\.F32\.E2M1\.E2M1\.E8",
+    "sm120-w4a8": r"QMMA\.SF\.16832\.F32\.E4M3\.E2M1\.E8",
+    # SM100: tcgen05 UMMA reading both scale tensors from tensor memory (the two extra tmem operands).
+    "sm100-nvfp4": r"UTCOMMA\.4X gdesc\[\w+\], gdesc\[\w+\], tmem\[\w+\], tmem\[\w+\], idesc\[\w+\], tmem\[\w+\]",
+    "sm100-w4a8": r"UTCQMMA\S* gdesc\[\w+\], gdesc\[\w+\], tmem\[\w+\], tmem\[\w+\], idesc\[\w+\], tmem\[\w+\]",
 }
 
 
 @pytest.fixture(scope="session")
 def built_variants():
     start = time.monotonic()
-    paths = {v.name: build(v.build_spec()) for v in cb.VARIANTS}
+    built, failures = build_many([v.build_spec() for v in cb.VARIANTS])
+    assert not failures, "\n".join(str(e) for e in failures.values())
+    paths = {spec.name: path for spec, path in built.items()}
     print(f"\nbuilt {len(paths)} CUTLASS variants in {time.monotonic() - start:.0f} s")
     return paths
 
@@ -235,10 +240,14 @@ def test_cutlass_can_implement_agrees(built_variants):
                                      ldb=2 * v.k_multiple, batch_stride_b=200 * 2 * v.k_multiple,
                                      ldd=200, batch_stride_d=130 * 200, alpha=1.0)
             assert lib.can_implement(tile.name, good) is None, (v.name, tile.name)
-            bad_k = v.k_multiple + fa.block_size
+            # Legal for the format (a multiple of its block) but not for the kernel: CUTLASS must refuse too.
+            for bad_k in [k for k in range(fa.block_size, 4 * v.k_multiple, fa.block_size) if k % v.k_multiple]:
+                bad = cb.GemmArgsStruct(**{f: getattr(good, f) for f, _ in cb.GemmArgsStruct._fields_})
+                bad.k, bad.lda, bad.ldb = bad_k, bad_k, bad_k
+                assert lib.can_implement(tile.name, bad) is not None, (v.name, tile.name, bad_k)
             bad = cb.GemmArgsStruct(**{f: getattr(good, f) for f, _ in cb.GemmArgsStruct._fields_})
-            bad.k, bad.lda, bad.ldb = bad_k, bad_k, bad_k
-            assert lib.can_implement(tile.name, bad) is not None, (v.name, tile.name, bad_k)
+            bad.n, bad.ldd = 100, 100          # rows of 200 bytes: not 16-byte aligned
+            assert lib.can_implement(tile.name, bad) is not None, (v.name, tile.name, "N=100")
             assert lib.workspace_size(tile.name, good) >= 0
         assert "success" in lib.status(0).lower()
 

@@ -8,13 +8,11 @@ once, in full, under the kernel's name; the exit code is then 1.
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
-
 import click
 from tabulate import tabulate
 
 from ..arch import ARCH_BY_CAPABILITY
-from ..build import BuildError, BuildSpec, build as build_spec, cache_entries, cache_root, clear_cache, default_jobs
+from ..build import BuildSpec, build_many, cache_entries, cache_root, clear_cache, default_jobs
 from ..errors import EXIT_FAILED, EXIT_OK, InputError
 from ..kernels import all_kernels
 
@@ -61,24 +59,14 @@ def build(arch, pattern, jobs, force):
     for missing in sorted((archs or set()) - {s.target for s in specs}):
         click.echo(f"note: no buildable kernel targets {missing}", err=True)
     jobs = jobs or default_jobs()
-    # Several kernels: one compiler each, `jobs` kernels at a time; a single kernel gets all the jobs.
-    per_build = 1 if len(specs) > 1 else jobs
     click.echo(f"building {len(specs)} kernel(s) into {cache_root()} with {jobs} job(s)", err=True)
-    built, failures = [], []
-    with ThreadPoolExecutor(max_workers=min(jobs, len(specs))) as pool, \
-            click.progressbar(length=len(specs), label="building", file=sys.stderr,
-                              item_show_func=lambda s: s) as bar:
-        futures = {pool.submit(build_spec, s, per_build, force): s for s in specs}
-        for fut in as_completed(futures):
-            spec = futures[fut]
-            try:
-                built.append((spec, fut.result()))
-            except BuildError as e:
-                failures.append((spec, e))
-            bar.update(1, f"{spec.name} ({spec.target})")
-    for spec, path in sorted(built, key=lambda x: x[0].name):
+    with click.progressbar(length=len(specs), label="building", file=sys.stderr,
+                           item_show_func=lambda s: s) as bar:
+        built, failures = build_many(specs, jobs, force,
+                                     on_done=lambda spec: bar.update(1, f"{spec.name} ({spec.target})"))
+    for spec, path in sorted(built.items(), key=lambda x: x[0].name):
         click.echo(f"ok      {spec.name:<20} {spec.target:<8} {path}")
-    for spec, err in failures:
+    for spec, err in failures.items():
         click.echo(f"FAILED  {spec.name:<20} {spec.target}", err=True)
         click.echo(str(err), err=True)
     sys.exit(EXIT_FAILED if failures else EXIT_OK)
