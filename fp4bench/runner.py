@@ -226,7 +226,10 @@ class WorkerExecutor:
 
 def crashed_record(spec: dict, status: str, reason: str | None) -> dict:
     """The record of a case whose worker died or hung: an error, untimed."""
-    return {"kernel": spec["kernel"], "role": None, "format": spec["format"], "shape": dict(spec["shape"]),
+    ref = spec["kernel"]
+    # Named as run_case would have named it (a submission file by its stem), so that compare matches it.
+    name = os.path.splitext(os.path.basename(ref))[0] if ref.endswith(".py") else ref
+    return {"kernel": name, "role": None, "format": spec["format"], "shape": dict(spec["shape"]),
             "gpu": spec.get("gpu_physical"), "status": STATUS_ERROR,
             "reason": f"{'timed out' if status == 'timeout' else 'crashed'}: {reason}", "check": None,
             "findings": [], "timing": None, "sol": None, "metrics": None, "notes": [], "seconds": None}

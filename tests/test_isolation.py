@@ -4,11 +4,19 @@ module because each start imports torch (seconds on a 2-core CI machine)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from fp4bench.cli import main
 
 from fp4bench.harness import STATUS_ERROR, STATUS_PASS
 from fp4bench.isolation import (STATUS_CRASHED, STATUS_OK, STATUS_TIMEOUT, Worker, describe_exit,
@@ -121,3 +129,86 @@ def test_illegal_address_on_the_gpu_is_a_crash_and_the_next_kernel_passes():
         assert good.status == STATUS_OK and good.value.status == STATUS_PASS, good
     finally:
         w.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# a whole `fp4bench run` with worker isolation: crashes, hangs, Ctrl-C and --resume
+# ------------------------------------------------------------------------------------------------
+RUN_SHAPES = "shapes:\n  - {m: 64, n: 96, k: 256}\n"
+RUN_ARGS = ["--format", "nvfp4", "--device", "cpu", "--isolation", "process", "--budget", "0.2",
+            "--min-samples", "3", "--quiet"]
+
+
+def _cases_by_kernel(path: Path) -> dict[str, dict]:
+    return {c["kernel"]: c for c in json.loads(path.read_text())["cases"]}
+
+
+def test_run_reports_each_crash_and_keeps_the_other_results(tmp_path):
+    shapes = tmp_path / "s.yml"
+    shapes.write_text(RUN_SHAPES)
+    out = tmp_path / "r.json"
+    kernels = ",".join(str(PLANTED / f"{k}.py") for k in ("correct", "segfault", "sleep_forever", "abort"))
+    r = CliRunner().invoke(main, ["run", "--shapes", str(shapes), "--kernel", f"{kernels},torch-ref",
+                                  "--case-timeout", "4", "--json", str(out), *RUN_ARGS])
+    assert r.exit_code == 1, r.output   # crashed cases fail the run, after every case ran
+    cases = _cases_by_kernel(out)
+    assert cases["segfault"]["status"] == "error" and "SIGSEGV" in cases["segfault"]["reason"]
+    assert cases["abort"]["status"] == "error" and "SIGABRT" in cases["abort"]["reason"]
+    assert cases["sleep_forever"]["status"] == "error"
+    assert cases["sleep_forever"]["reason"].startswith("timed out: no result after 4 s")
+    for honest in ("correct", "torch-ref"):   # before and after the crashes
+        assert cases[honest]["status"] == "pass" and cases[honest]["timing"]["stats"]["median"] > 0
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads child processes from /proc")
+def test_interrupted_run_keeps_its_results_and_resume_runs_only_the_rest(tmp_path):
+    shapes = tmp_path / "s.yml"
+    shapes.write_text(RUN_SHAPES)
+    out = tmp_path / "r.json"
+    kernels = f"{PLANTED / 'correct.py'},{PLANTED / 'sleep_forever.py'}"
+    cmd = [sys.executable, "-m", "fp4bench", "run", "--shapes", str(shapes), "--kernel", kernels,
+           "--json", str(out), *RUN_ARGS]
+    proc = subprocess.Popen(cmd + ["--case-timeout", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:   # the honest case is written as soon as it completes
+            if out.exists() and len(json.loads(out.read_text())["cases"]) == 1:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first case never reached the results file")
+        workers = _children(proc.pid)
+        assert workers, "the run has no worker process"
+        proc.send_signal(signal.SIGINT)   # Ctrl-C while the hanging kernel runs
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    kept = json.loads(out.read_text())["cases"]
+    assert [c["kernel"] for c in kept] == ["correct"] and kept[0]["status"] == "pass"
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{w}").exists() for w in workers), "a worker outlived the interrupted run"
+
+    resumed = subprocess.run(cmd + ["--case-timeout", "3", "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 1, resumed.stderr
+    assert "resuming: 1 case(s) already in" in resumed.stderr and "1 to run" in resumed.stderr
+    cases = json.loads(out.read_text())["cases"]
+    assert [c["kernel"] for c in cases] == ["correct", "sleep_forever"]
+    assert cases[0] == kept[0]   # the finished case was kept as it was, not re-run
+    assert cases[1]["reason"].startswith("timed out")
