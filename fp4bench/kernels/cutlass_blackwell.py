@@ -244,6 +244,9 @@ def current_stream(device: torch.device) -> int:
 
 class CutlassBlackwellKernel(Kernel):
     devices = ("cuda",)
+    # Each call re-encodes TMA descriptors on the host (GemmUniversalAdapter::initialize); behaviour under
+    # stream capture is unverified without Blackwell hardware, so timing uses plain launches.
+    graph_safe = False
 
     def __init__(self, variant: Variant):
         self.variant = variant
