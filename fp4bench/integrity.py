@@ -29,6 +29,7 @@ from .problem import Problem
 
 # Guard size on each side of the output, in bytes: a multiple of 256 so that c keeps the allocator's alignment.
 GUARD_BYTES = 64 * 1024
+ALIGN_BYTES = 256
 # NaNs with a payload no arithmetic produces: a kernel storing NaN (or anything) in a guard changes the bits.
 GUARD_PATTERN = {
     torch.float16: 0x7E5A,
@@ -75,7 +76,11 @@ class GuardedOutput:
         size = torch.empty((), dtype=dtype).element_size()
         guard = GUARD_BYTES // size
         n = s.l * s.m * s.n
-        buffer = torch.empty(guard + n + guard, dtype=dtype, device=problem.c.device)
+        # The CPU allocator aligns to 64 bytes only: over-allocate and start c on a 256-byte boundary (TMA and
+        # vector stores want 16-128), as the CUDA caching allocator would place a fresh tensor.
+        raw = torch.empty(guard + n + guard + ALIGN_BYTES // size, dtype=dtype, device=problem.c.device)
+        skip = (-(raw.data_ptr() + guard * size) % ALIGN_BYTES) // size
+        buffer = raw[skip:skip + guard + n + guard]
         _bits(buffer).fill_(_signed(GUARD_PATTERN[dtype], size))
         buffer[guard:guard + n].fill_(float("nan"))
         c = buffer[guard:guard + n].view(s.l, s.m, s.n).permute(1, 2, 0)
