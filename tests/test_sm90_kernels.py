@@ -67,10 +67,11 @@ def test_split_k_fills_whole_waves(tiles, k_iters, sms, expected):
 
 
 def test_fp8_kernel_is_exact_for_extreme_scale_spreads_interpreted():
-    # spread 7: every K tile fits e4m3 (residual <= 14 < FP8_FIT_BINADES); 20 and 60: many tiles take the
+    # spread 1: every K tile fits e4m3 (residual <= 2 < FP8_FIT_BINADES); 7, 20 and 60: many tiles take the
     # bf16 path; the last case puts NaN scales in rows 3 and 10 of A.
-    assert 2 * 7 < FP8_FIT_BINADES < 2 * 20
-    cases = [(7, (40, 48, 512), []), (20, (40, 48, 512), []), (60, (33, 40, 256, 2), []), (3, (16, 32, 256), [3, 10])]
+    assert 2 * 1 < FP8_FIT_BINADES <= 2 * 7
+    cases = [(1, (40, 48, 512), []), (7, (40, 48, 512), []), (20, (40, 48, 512), []), (60, (33, 40, 256, 2), []),
+             (3, (16, 32, 256), [3, 10])]
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run([sys.executable, "-c", EXTREME_SCRIPT, json.dumps(cases)], capture_output=True,
                           text=True, env=env, timeout=900, cwd=REPO_ROOT)
@@ -119,7 +120,7 @@ def test_sm90_kernels_verify_on_edge_shapes(name, fmt_name):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name,fmt_name,spread", [
-    ("sm90-mxfp4-fp8", "mxfp4", 7), ("sm90-mxfp4-fp8", "mxfp4", 20), ("sm90-mxfp4-fp8", "mxfp4", 60),
+    ("sm90-mxfp4-fp8", "mxfp4", 1), ("sm90-mxfp4-fp8", "mxfp4", 7), ("sm90-mxfp4-fp8", "mxfp4", 20), ("sm90-mxfp4-fp8", "mxfp4", 60),
     ("sm90-mxfp4", "mxfp4", 60), ("sm90-w4a16", "w4a16-mxfp4", 60), ("sm90-nvfp4", "nvfp4", None),
     ("sm90-w4a16", "w4a16-nvfp4", None),
 ])

@@ -50,8 +50,11 @@ from ..layouts import ceil_div, competition_blocked_bytes
 from ..problem import Problem, infer_format
 from .base import Kernel
 
-# A residual of r binades is exact in e4m3 for r <= 14 (0.5 x 2^(6 - 14) = 2^-9, e4m3's smallest subnormal).
-FP8_FIT_BINADES = 15
+# Residual binades folded into e4m3 (r < FIT). e4m3 itself holds e2m1 x 2^(6 - r) exactly up to r = 14
+# (0.5 x 2^-8 = 2^-9, its smallest subnormal), but Hopper's fp8 MMA adds the products of one instruction
+# in a limited window below the largest; r <= 3 on both operands keeps one instruction's products within
+# 7 + 3 + 3 = 13 binades of each other (see .notes/hopper.md).
+FP8_FIT_BINADES = 4
 # Autotuning in prepare() is worth its compile time only for problems of at least this many FLOPs.
 AUTOTUNE_MIN_FLOPS = 2e9
 SPLIT_K_MAX = 16
@@ -94,7 +97,7 @@ def _scale_value(code, E8M0: tl.constexpr):
 # whose value is exactly e2m1 / 64; cvt turns byte pairs into f16x2, and one f16x2 multiply by (scale * 64)
 # gives e2m1 * scale, exact in fp16 (|scale * 64| <= 448 * 64 < 65504). Outputs: $0,$1 the low nibbles of
 # bytes 0..3, $2,$3 the high nibbles; inputs: $4 the bytes, $5,$6 the four (scale * 64) values as f16x2.
-_DECODE_SCALED_F16_PTX = """
+_DECODE_SCALED_F16_PTX = tl.constexpr("""
 {
 .reg .b32 t, u, lo, hi;
 .reg .b16 l0, l1, h0, h1;
@@ -118,7 +121,7 @@ mul.rn.f16x2 $1, $1, $6;
 mul.rn.f16x2 $2, $2, $5;
 mul.rn.f16x2 $3, $3, $6;
 }
-"""
+""")
 
 
 @triton.jit
@@ -146,9 +149,26 @@ def _decode_pair(packed, scale, OUT_DTYPE: tl.constexpr, USE_ASM: tl.constexpr):
 
 
 @triton.jit
-def _scale_row_offsets(rows, n_col_tiles):
-    """Blocked-layout byte offset of scale (row, column 0) for each row."""
-    return (rows // 128) * n_col_tiles * 512 + (rows % 32) * 16 + ((rows // 32) % 4) * 4
+def _scale_row_words(rows, n_col_tiles):
+    """Blocked-layout offset, in 4-byte words, of scale (row, column 0) for each row.
+
+    The four scales of columns 4g..4g+3 of one row are one little-endian word, at row word + g * 128: loading
+    words (not bytes) lets Triton pipeline the scale loads with cp.async like the element loads."""
+    return (rows // 128) * n_col_tiles * 128 + (rows % 32) * 4 + (rows // 32) % 4
+
+
+@triton.jit
+def _load_scale_codes(sf_row, row_ok, it, sf_cols, R: tl.constexpr, NB: tl.constexpr):
+    """Scale bytes of K tile `it` as int32 codes [R, NB] (0 outside the matrix) and their validity mask."""
+    NW: tl.constexpr = NB // 4
+    group = it * NW + tl.arange(0, NW)
+    words = tl.load(sf_row[:, None] + (group * 128)[None, :], mask=row_ok[:, None] & (group * 4 < sf_cols)[None, :],
+                    other=0)
+    shifts = tl.arange(0, 4) * 8
+    codes = tl.reshape((words[:, :, None] >> shifts[None, None, :]) & 255, (R, NB))
+    col = it * NB + tl.arange(0, NB)
+    valid = row_ok[:, None] & (col < sf_cols)[None, :]
+    return tl.where(valid, codes, 0), valid
 
 
 @triton.jit
@@ -158,27 +178,26 @@ def _per_byte(values, R: tl.constexpr, NB: tl.constexpr, PER: tl.constexpr):
 
 
 @triton.jit
-def _load_fp4_tile(base, row_ok, sf_row, kb, k_ok, sc, sc_ok, stride_k,
+def _load_fp4_tile(base, row_ok, sf_row, it, sf_cols, kb, k_ok, stride_k,
                    R: tl.constexpr, NB: tl.constexpr, PER: tl.constexpr, E8M0: tl.constexpr,
                    OUT_DTYPE: tl.constexpr, USE_ASM: tl.constexpr):
     """One K tile of a packed fp4 operand, dequantized: (low nibbles, high nibbles), each [R, BLOCK_K // 2]."""
     packed = tl.load(base + kb[None, :] * stride_k, mask=row_ok[:, None] & k_ok[None, :], other=0)
-    codes = tl.load(sf_row[:, None] + ((sc // 4) * 512 + sc % 4)[None, :],
-                    mask=row_ok[:, None] & sc_ok[None, :], other=0).to(tl.int32)
+    codes, _ = _load_scale_codes(sf_row, row_ok, it, sf_cols, R, NB)
     scale = _per_byte(_scale_value(codes, E8M0), R, NB, PER)
     return _decode_pair(packed, scale, OUT_DTYPE, USE_ASM)
 
 
 @triton.jit
 def _store_tile(acc, c_ptr, ws_ptr, cnt_ptr, offs_n, offs_m, n_ok, m_ok, stride_cn, stride_cm, tile, pid_k,
-                BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, SPLIT_K: tl.constexpr):
+                SPLIT_K, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
     """Write the [BLOCK_N, BLOCK_M] fp32 tile transposed into C, reducing split-K partials when SPLIT_K > 1."""
+    TILE: tl.constexpr = BLOCK_N * BLOCK_M
     c_ptrs = c_ptr + offs_n[:, None] * stride_cn + offs_m[None, :] * stride_cm
     c_mask = n_ok[:, None] & m_ok[None, :]
     if SPLIT_K == 1:
         tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
     else:
-        TILE: tl.constexpr = BLOCK_N * BLOCK_M
         local = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
         ws_tile = ws_ptr + tile.to(tl.int64) * (SPLIT_K * TILE)
         tl.store(ws_tile + pid_k * TILE + local, acc)
@@ -200,12 +219,11 @@ def _store_tile(acc, c_ptr, ws_ptr, cnt_ptr, offs_n, offs_m, n_ok, m_ok, stride_
 @triton.jit
 def _fp4_gemm_kernel(
         a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, ws_ptr, cnt_ptr,
-        M, N, K,
+        M, N, K, SPLIT_K,
         stride_am, stride_ak, stride_al, stride_bn, stride_bk, stride_bl, stride_sal, stride_sbl,
         stride_cm, stride_cn, stride_cl,
         A_DENSE: tl.constexpr, E8M0: tl.constexpr, SF_BLOCK: tl.constexpr, DOT_DTYPE: tl.constexpr,
-        USE_ASM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-        SPLIT_K: tl.constexpr):
+        USE_ASM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     HALF: tl.constexpr = BLOCK_K // 2
     NB: tl.constexpr = BLOCK_K // SF_BLOCK
     PER: tl.constexpr = SF_BLOCK // 2
@@ -227,25 +245,26 @@ def _fp4_gemm_kernel(
     it_end = (pid_k + 1) * k_iters // SPLIT_K
 
     b_base = b_ptr + batch * stride_bl + offs_n[:, None] * stride_bn
-    sb_row = sb_ptr + batch * stride_sbl + _scale_row_offsets(offs_n, sf_col_tiles)
+    sb_row = sb_ptr + batch * stride_sbl + _scale_row_words(offs_n, sf_col_tiles)
     a_base = a_ptr + batch * stride_al + offs_m[:, None] * stride_am
     if not A_DENSE:
-        sa_row = sa_ptr + batch * stride_sal + _scale_row_offsets(offs_m, sf_col_tiles)
+        sa_row = sa_ptr + batch * stride_sal + _scale_row_words(offs_m, sf_col_tiles)
 
     acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
     for it in range(it_begin, it_end):
         kb = it * HALF + tl.arange(0, HALF)
         k_ok = kb < half_k
-        sc = it * NB + tl.arange(0, NB)
-        sc_ok = sc < sf_cols
-        b_lo, b_hi = _load_fp4_tile(b_base, n_ok, sb_row, kb, k_ok, sc, sc_ok, stride_bk,
+        b_lo, b_hi = _load_fp4_tile(b_base, n_ok, sb_row, it, sf_cols, kb, k_ok, stride_bk,
                                     BLOCK_N, NB, PER, E8M0, DOT_DTYPE, USE_ASM)
         if A_DENSE:
-            a_mask = m_ok[:, None] & k_ok[None, :]
-            a_lo = tl.load(a_base + (2 * kb)[None, :] * stride_ak, mask=a_mask, other=0.0)
-            a_hi = tl.load(a_base + (2 * kb + 1)[None, :] * stride_ak, mask=a_mask, other=0.0)
+            # One contiguous load (cp.async-able), split into even and odd K in registers.
+            ka = it * BLOCK_K + tl.arange(0, BLOCK_K)
+            a_full = tl.load(a_base + ka[None, :] * stride_ak, mask=m_ok[:, None] & (ka < K)[None, :], other=0.0)
+            a_lo, a_hi = tl.split(tl.reshape(a_full, (BLOCK_M, HALF, 2)))
+            a_lo = a_lo.to(DOT_DTYPE)
+            a_hi = a_hi.to(DOT_DTYPE)
         else:
-            a_lo, a_hi = _load_fp4_tile(a_base, m_ok, sa_row, kb, k_ok, sc, sc_ok, stride_ak,
+            a_lo, a_hi = _load_fp4_tile(a_base, m_ok, sa_row, it, sf_cols, kb, k_ok, stride_ak,
                                         BLOCK_M, NB, PER, E8M0, DOT_DTYPE, USE_ASM)
         if DOT_DTYPE == tl.float32:
             # Only the interpreter takes this path: exact values, so no tf32 rounding either.
@@ -257,7 +276,38 @@ def _fp4_gemm_kernel(
 
     tile = (batch * tl.num_programs(1) + pid_m) * tl.num_programs(0) + pid_n
     _store_tile(acc, c_ptr + batch * stride_cl, ws_ptr, cnt_ptr, offs_n, offs_m, n_ok, m_ok, stride_cn, stride_cm,
-                tile, pid_k, BLOCK_N, BLOCK_M, SPLIT_K)
+                tile, pid_k, SPLIT_K, BLOCK_N, BLOCK_M)
+
+
+@triton.jit
+def _dequant_rows_kernel(
+        x_ptr, sx_ptr, out_ptr, R, K,
+        stride_xr, stride_xk, stride_xl, stride_sxl, stride_or, stride_ol,
+        E8M0: tl.constexpr, SF_BLOCK: tl.constexpr, OUT_DTYPE: tl.constexpr, USE_ASM: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Dequantize a packed fp4 operand [R, K] (one batch per grid z) into a dense [R, K] tensor, once.
+
+    At M = 128 every program of the GEMM would otherwise dequantize the same A tiles again."""
+    HALF: tl.constexpr = BLOCK_K // 2
+    NB: tl.constexpr = BLOCK_K // SF_BLOCK
+    PER: tl.constexpr = SF_BLOCK // 2
+    pid_r = tl.program_id(0)
+    it = tl.program_id(1)
+    batch = tl.program_id(2)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    r_ok = rows < R
+    sf_cols = K // SF_BLOCK
+    kb = it * HALF + tl.arange(0, HALF)
+    k_ok = kb < K // 2
+    x_base = x_ptr + batch * stride_xl + rows[:, None] * stride_xr
+    sx_row = sx_ptr + batch * stride_sxl + _scale_row_words(rows, tl.cdiv(sf_cols, 4))
+    lo, hi = _load_fp4_tile(x_base, r_ok, sx_row, it, sf_cols, kb, k_ok, stride_xk,
+                            BLOCK_R, NB, PER, E8M0, OUT_DTYPE, USE_ASM)
+    # Element 2j is the low nibble of byte j, 2j + 1 the high one.
+    dense = tl.reshape(tl.join(lo, hi), (BLOCK_R, BLOCK_K))
+    cols = it * BLOCK_K + tl.arange(0, BLOCK_K)
+    tl.store(out_ptr + batch * stride_ol + rows[:, None] * stride_or + cols[None, :], dense,
+             mask=r_ok[:, None] & (cols < K)[None, :])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,24 +324,23 @@ def _mx_tile_exponents(codes, valid):
 
 
 @triton.jit
-def _mx_residual_values(packed, residual, usable, R: tl.constexpr, NB: tl.constexpr, PER: tl.constexpr):
-    """e2m1 x 2^(6 - residual) as float32 (low, high nibbles); NaN-scaled or out-of-range blocks give 0."""
+def _mx_residual_multiplier(residual, usable, R: tl.constexpr, NB: tl.constexpr, PER: tl.constexpr):
+    """Per packed byte: 2^(6 - residual) as float32; 0 for NaN-scaled or out-of-range blocks."""
     # 2^(6 - r) by its fp32 bits; below 2^-126 the block is dropped (see the module notes).
     keep = usable & (residual <= 132)
     mult = tl.where(keep, ((133 - residual) << 23).to(tl.float32, bitcast=True), 0.0)
-    mult = _per_byte(mult, R, NB, PER)
-    codes = packed.to(tl.int32)
-    return _e2m1_value(codes & 15) * mult, _e2m1_value(codes >> 4) * mult
+    return _per_byte(mult, R, NB, PER)
 
 
 @triton.jit
 def _mx_fp8_kernel(
         a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, ws_ptr, cnt_ptr,
-        M, N, K,
+        M, N, K, SPLIT_K,
         stride_am, stride_ak, stride_al, stride_bn, stride_bk, stride_bl, stride_sal, stride_sbl,
         stride_cm, stride_cn, stride_cl,
-        SF_BLOCK: tl.constexpr, FIT: tl.constexpr, WIDE_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
+        SF_BLOCK: tl.constexpr, FIT: tl.constexpr, WIDE_DTYPE: tl.constexpr, USE_ASM: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     HALF: tl.constexpr = BLOCK_K // 2
     NB: tl.constexpr = BLOCK_K // SF_BLOCK
     PER: tl.constexpr = SF_BLOCK // 2
@@ -314,8 +363,8 @@ def _mx_fp8_kernel(
 
     b_base = b_ptr + batch * stride_bl + offs_n[:, None] * stride_bn
     a_base = a_ptr + batch * stride_al + offs_m[:, None] * stride_am
-    sb_row = sb_ptr + batch * stride_sbl + _scale_row_offsets(offs_n, sf_col_tiles)
-    sa_row = sa_ptr + batch * stride_sal + _scale_row_offsets(offs_m, sf_col_tiles)
+    sb_row = sb_ptr + batch * stride_sbl + _scale_row_words(offs_n, sf_col_tiles)
+    sa_row = sa_ptr + batch * stride_sal + _scale_row_words(offs_m, sf_col_tiles)
 
     acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
     nan_b = tl.zeros((BLOCK_N,), tl.int32)
@@ -323,28 +372,32 @@ def _mx_fp8_kernel(
     for it in range(it_begin, it_end):
         kb = it * HALF + tl.arange(0, HALF)
         k_ok = kb < half_k
-        sc = it * NB + tl.arange(0, NB)
-        sc_ok = sc < sf_cols
-        sc_off = ((sc // 4) * 512 + sc % 4)[None, :]
-        b_valid = n_ok[:, None] & sc_ok[None, :]
-        a_valid = m_ok[:, None] & sc_ok[None, :]
         b_packed = tl.load(b_base + kb[None, :] * stride_bk, mask=n_ok[:, None] & k_ok[None, :], other=0)
         a_packed = tl.load(a_base + kb[None, :] * stride_ak, mask=m_ok[:, None] & k_ok[None, :], other=0)
-        b_codes = tl.load(sb_row[:, None] + sc_off, mask=b_valid, other=0).to(tl.int32)
-        a_codes = tl.load(sa_row[:, None] + sc_off, mask=a_valid, other=0).to(tl.int32)
+        b_codes, b_valid = _load_scale_codes(sb_row, n_ok, it, sf_cols, BLOCK_N, NB)
+        a_codes, a_valid = _load_scale_codes(sa_row, m_ok, it, sf_cols, BLOCK_M, NB)
         b_top, b_res, b_nan = _mx_tile_exponents(b_codes, b_valid)
         a_top, a_res, a_nan = _mx_tile_exponents(a_codes, a_valid)
         nan_b = tl.maximum(nan_b, b_nan)
         nan_a = tl.maximum(nan_a, a_nan)
-        b_lo, b_hi = _mx_residual_values(b_packed, b_res, b_valid & (b_codes != 255), BLOCK_N, NB, PER)
-        a_lo, a_hi = _mx_residual_values(a_packed, a_res, a_valid & (a_codes != 255), BLOCK_M, NB, PER)
+        b_mult = _mx_residual_multiplier(b_res, b_valid & (b_codes != 255), BLOCK_N, NB, PER)
+        a_mult = _mx_residual_multiplier(a_res, a_valid & (a_codes != 255), BLOCK_M, NB, PER)
         fits = tl.maximum(tl.max(b_res), tl.max(a_res)) < FIT
         if fits:
-            part = tl.dot(b_lo.to(tl.float8e4nv), tl.trans(a_lo.to(tl.float8e4nv)))
-            part = tl.dot(b_hi.to(tl.float8e4nv), tl.trans(a_hi.to(tl.float8e4nv)), part)
+            # e2m1 x 2^(6 - r) with r < FIT is exact in fp16 (the PTX decode's range) and in e4m3.
+            b16_lo, b16_hi = _decode_pair(b_packed, b_mult, tl.float16, USE_ASM)
+            a16_lo, a16_hi = _decode_pair(a_packed, a_mult, tl.float16, USE_ASM)
+            # Hopper's fp8 MMA aligns the products of one instruction to the largest and keeps a limited
+            # number of bits: promote to fp32 after every instruction (K = 32) and keep the residuals small
+            # (FIT) so that one instruction's products span few enough binades to add exactly.
+            part = tl.dot(b16_lo.to(tl.float8e4nv), tl.trans(a16_lo.to(tl.float8e4nv)), max_num_imprecise_acc=32)
+            part = tl.dot(b16_hi.to(tl.float8e4nv), tl.trans(a16_hi.to(tl.float8e4nv)), part,
+                          max_num_imprecise_acc=32)
         else:
-            part = tl.dot(b_lo.to(WIDE_DTYPE), tl.trans(a_lo.to(WIDE_DTYPE)), input_precision="ieee")
-            part = tl.dot(b_hi.to(WIDE_DTYPE), tl.trans(a_hi.to(WIDE_DTYPE)), part, input_precision="ieee")
+            bw_lo, bw_hi = _decode_pair(b_packed, b_mult, WIDE_DTYPE, False)
+            aw_lo, aw_hi = _decode_pair(a_packed, a_mult, WIDE_DTYPE, False)
+            part = tl.dot(bw_lo, tl.trans(aw_lo), input_precision="ieee")
+            part = tl.dot(bw_hi, tl.trans(aw_hi), part, input_precision="ieee")
         # Each operand carries 2^6 on top of its factored exponent: 2^(top - 127 - 6) per row.
         b_factor = _scale_value(b_top, True) * 0.015625
         a_factor = _scale_value(a_top, True) * 0.015625
@@ -354,7 +407,7 @@ def _mx_fp8_kernel(
     acc = tl.where(any_nan, float("nan"), acc)
     tile = (batch * tl.num_programs(1) + pid_m) * tl.num_programs(0) + pid_n
     _store_tile(acc, c_ptr + batch * stride_cl, ws_ptr, cnt_ptr, offs_n, offs_m, n_ok, m_ok, stride_cn, stride_cm,
-                tile, pid_k, BLOCK_N, BLOCK_M, SPLIT_K)
+                tile, pid_k, SPLIT_K, BLOCK_N, BLOCK_M)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -372,12 +425,11 @@ class TileConfig:
 # GPU candidates, best-guess first (the first is used without autotuning).
 GPU_CONFIGS = (
     TileConfig(128, 128, 8, 3),
+    TileConfig(256, 128, 8, 2),   # a wider B tile shares each dequantized A tile among more rows
     TileConfig(128, 256, 8, 2),
-    TileConfig(64, 256, 4, 3),
-    TileConfig(128, 128, 4, 4),
 )
 # The interpreter runs each program in numpy: small tiles keep CPU runs quick and still cover split-K.
-CPU_CONFIG = TileConfig(32, 64, 4, 1, max_block_m=32)
+CPU_CONFIG = TileConfig(32, 128, 4, 1, max_block_m=32)
 
 
 def _block_m(m: int, cap: int) -> int:
@@ -405,6 +457,8 @@ class Launch:
     cfg: TileConfig
     block_m: int
     split_k: int
+    # Dequantize A once in a first kernel and run the GEMM on the dense A (fp4 x fp4 formats only).
+    pre_dequant_a: bool = False
 
 
 def _sm_count(device: torch.device) -> int:
@@ -413,12 +467,13 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def plan_launch(cfg: TileConfig, m: int, n: int, k: int, l: int, device: torch.device) -> Launch:
+def plan_launch(cfg: TileConfig, m: int, n: int, k: int, l: int, device: torch.device,
+                pre_dequant_a: bool = False) -> Launch:
     block_m = _block_m(m, cfg.max_block_m)
     tiles = ceil_div(n, cfg.block_n) * ceil_div(m, block_m) * l
     k_iters = ceil_div(k, cfg.block_k)
     split = choose_split_k(tiles, k_iters, _sm_count(device)) if device.type == "cuda" else min(2, k_iters)
-    return Launch(cfg, block_m, split)
+    return Launch(cfg, block_m, split, pre_dequant_a)
 
 
 class _Workspaces:
@@ -433,6 +488,13 @@ class _Workspaces:
             ws = torch.empty(tiles * split * tile_elems, dtype=torch.float32, device=device)
             cnt = torch.zeros(tiles, dtype=torch.int32, device=device)
             self._cache[key] = (ws, cnt)
+        return self._cache[key]
+
+    def dense(self, device: torch.device, l: int, rows: int, k: int, dtype: torch.dtype) -> torch.Tensor:
+        """A dense [rows, K, L] buffer (a view of a contiguous (L, rows, K) tensor) for a dequantized operand."""
+        key = ("dense", str(device), l, rows, k, dtype)
+        if key not in self._cache:
+            self._cache[key] = torch.empty((l, rows, k), dtype=dtype, device=device).permute(1, 2, 0)
         return self._cache[key]
 
 
@@ -460,44 +522,71 @@ def _dims(data: tuple, fmt: GemmFormat) -> tuple[int, int, int, int]:
     return m, n, k, l
 
 
-def _scale_bytes(permuted: torch.Tensor | None) -> torch.Tensor | None:
+def _scale_words(permuted: torch.Tensor | None) -> torch.Tensor | None:
+    """The blocked scale bytes as int32 words [L, rest * 128] (a view; each 128x4 tile is 512 bytes)."""
     if permuted is None:
         return None
     blocked = competition_blocked_bytes(permuted)
-    return blocked.view(torch.uint8) if blocked.is_contiguous() else blocked.contiguous().view(torch.uint8)
+    if not blocked.is_contiguous():
+        blocked = blocked.contiguous()
+    return blocked.view(torch.uint8).view(torch.int32)
 
 
 def _as_bytes(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.uint8 else t.view(torch.uint8)
 
 
-def launch_gemm(data: tuple, fmt: GemmFormat, plan: Launch, use_asm: bool, fp8: bool = False) -> torch.Tensor:
+def launch_gemm(data: tuple, fmt: GemmFormat, plan: Launch, use_asm: bool, fp8: bool = False,
+                fp8_fit: int = FP8_FIT_BINADES) -> torch.Tensor:
     """Compute data's GEMM into data[6] (C) with one kernel launch; returns C."""
     a, b, _, _, sfa_perm, sfb_perm, c = data
     m, n, k, l = _dims(data, fmt)
     cfg = plan.cfg
     a_dense = not fmt.a.block_scaled
-    a_t = a if a_dense else _as_bytes(a)
+    mult_dtype = dot_dtype(fmt, c.device)
     b_t = _as_bytes(b)
-    sfb = _scale_bytes(sfb_perm)
-    sfa = sfb if a_dense else _scale_bytes(sfa_perm)   # a dense A has no scales; the pointer goes unused
+    sfb = _scale_words(sfb_perm)
+    if plan.pre_dequant_a and not a_dense and not fp8:
+        a_t = _dequantize_a(a, _scale_words(sfa_perm), fmt, m, k, l, mult_dtype, use_asm)
+        a_dense = True
+    else:
+        a_t = a if a_dense else _as_bytes(a)
+    sfa = sfb if a_dense else _scale_words(sfa_perm)   # a dense A has no scales; the pointer goes unused
     grid_n, grid_m = ceil_div(n, cfg.block_n), ceil_div(m, plan.block_m)
     tiles = grid_n * grid_m * l
     ws, cnt = _WORKSPACES.get(c.device, tiles, plan.split_k, cfg.block_n * plan.block_m)
     grid = (grid_n, grid_m, plan.split_k * l)
-    args = (a_t, b_t, sfa, sfb, c, ws, cnt, m, n, k,
+    # SPLIT_K is a run-time argument: one compiled kernel serves every split count.
+    args = (a_t, b_t, sfa, sfb, c, ws, cnt, m, n, k, plan.split_k,
             a_t.stride(0), a_t.stride(1), a_t.stride(2), b_t.stride(0), b_t.stride(1), b_t.stride(2),
             sfa.stride(0), sfb.stride(0), c.stride(0), c.stride(1), c.stride(2))
-    common = dict(BLOCK_N=cfg.block_n, BLOCK_M=plan.block_m, BLOCK_K=cfg.block_k, SPLIT_K=plan.split_k,
+    common = dict(BLOCK_N=cfg.block_n, BLOCK_M=plan.block_m, BLOCK_K=cfg.block_k,
                   num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if fp8:
-        _mx_fp8_kernel[grid](*args, SF_BLOCK=fmt.b.block_size, FIT=FP8_FIT_BINADES,
-                             WIDE_DTYPE=dot_dtype(fmt, c.device), **common)
+        _mx_fp8_kernel[grid](*args, SF_BLOCK=fmt.b.block_size, FIT=fp8_fit,
+                             WIDE_DTYPE=dot_dtype(fmt, c.device), USE_ASM=use_asm, **common)
     else:
         _fp4_gemm_kernel[grid](*args, A_DENSE=a_dense, E8M0=fmt.b.scale.power_of_two, SF_BLOCK=fmt.b.block_size,
-                               DOT_DTYPE=dot_dtype(fmt, c.device),
+                               DOT_DTYPE=mult_dtype,
                                USE_ASM=use_asm, **common)
     return c
+
+
+DEQUANT_BLOCK_R = 64
+DEQUANT_BLOCK_K = 256
+
+
+def _dequantize_a(a: torch.Tensor, sfa: torch.Tensor, fmt: GemmFormat, m: int, k: int, l: int, dtype,
+                  use_asm: bool) -> torch.Tensor:
+    torch_dtype = {tl.float16: torch.float16, tl.bfloat16: torch.bfloat16, tl.float32: torch.float32}[dtype]
+    out = _WORKSPACES.dense(a.device, l, m, k, torch_dtype)
+    x = _as_bytes(a)
+    grid = (ceil_div(m, DEQUANT_BLOCK_R), ceil_div(k, DEQUANT_BLOCK_K), l)
+    _dequant_rows_kernel[grid](x, sfa, out, m, k, x.stride(0), x.stride(1), x.stride(2), sfa.stride(0),
+                               out.stride(0), out.stride(2), E8M0=fmt.a.scale.power_of_two,
+                               SF_BLOCK=fmt.a.block_size, OUT_DTYPE=dtype, USE_ASM=use_asm,
+                               BLOCK_R=DEQUANT_BLOCK_R, BLOCK_K=DEQUANT_BLOCK_K, num_warps=4)
+    return out
 
 
 def interpreting() -> bool:
@@ -516,6 +605,8 @@ class TritonFp4Kernel(Kernel):
 
     def __init__(self):
         self._plans: dict[tuple, Launch] = {}
+        # Autotuning measurements per problem key: [(milliseconds, Launch)], for reports and notes.
+        self.tuning: dict[tuple, list] = {}
 
     def unavailable_reason(self, target):
         reason = super().unavailable_reason(target)
@@ -533,9 +624,9 @@ class TritonFp4Kernel(Kernel):
     def _key(self, data: tuple, fmt: GemmFormat) -> tuple:
         return (fmt.name, str(data[6].device), _dims(data, fmt))
 
-    def _plan(self, data: tuple, fmt: GemmFormat, cfg: TileConfig) -> Launch:
+    def _plan(self, data: tuple, fmt: GemmFormat, cfg: TileConfig, pre_dequant_a: bool = False) -> Launch:
         m, n, k, l = _dims(data, fmt)
-        return plan_launch(cfg, m, n, k, l, data[6].device)
+        return plan_launch(cfg, m, n, k, l, data[6].device, pre_dequant_a)
 
     def prepare(self, problem: Problem):
         data, fmt = problem.data, problem.fmt
@@ -554,13 +645,15 @@ class TritonFp4Kernel(Kernel):
 
         scratch = data[:6] + (torch.empty_like(data[6]),)
         timed = []
-        for cfg in configs:
-            plan = self._plan(data, fmt, cfg)
+        pre_options = (False, True) if fmt.a.block_scaled and not self.fp8 else (False,)
+        for cfg, pre in [(cfg, pre) for cfg in configs for pre in pre_options]:
+            plan = self._plan(data, fmt, cfg, pre)
             try:
                 ms = do_bench(lambda: launch_gemm(scratch, fmt, plan, self.use_asm, self.fp8), warmup=5, rep=20)
             except Exception:  # a config the compiler or the GPU rejects (shared memory, registers) is skipped
                 continue
             timed.append((ms, plan))
+        self.tuning[self._key(data, fmt)] = sorted(timed, key=lambda t: t[0])
         if not timed:
             return self._plan(data, fmt, configs[0])
         return min(timed, key=lambda t: t[0])[1]
@@ -599,6 +692,7 @@ class Sm90Mxfp4Fp8(TritonFp4Kernel):
     devices = ("cuda",)
     math_path = "fp8"
     fp8 = True
+    use_asm = True
     description = ("MXFP4 x MXFP4 -> bf16 on fp8 wgmma: per-row tile exponents factored out, residuals folded "
                    "into exact e4m3; tiles that do not fit run on bf16 (Triton)")
 
@@ -619,6 +713,10 @@ class TritonFp4Portable(TritonFp4Kernel):
     archs = None
     devices = ("cpu", "cuda")
     description = "portable Triton FP4 GEMM (plain-Triton decode); on the CPU under TRITON_INTERPRET=1"
+
+    def _configs(self, device: torch.device) -> tuple[TileConfig, ...]:
+        # The portability reference: one configuration, no autotuning compile time.
+        return super()._configs(device)[:1]
 
 
 KERNELS = (Sm90Nvfp4(), Sm90Mxfp4(), Sm90Mxfp4Fp8(), Sm90W4a16(), TritonFp4Portable())
