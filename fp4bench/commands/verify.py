@@ -10,7 +10,7 @@ from tabulate import tabulate
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..harness import verify_case
 from ..kernels import all_kernels
-from .common import (check_shapes_legal, device_option, format_option, parse_formats, parse_kernels,
+from .common import (check_shapes_fit, check_shapes_legal, device_option, format_option, parse_formats, parse_kernels,
                      parse_shapes, resolve_target, shapes_option)
 
 # The competition's harness advances the seed by 42 for each input of a batch.
@@ -37,6 +37,7 @@ def verify(shapes_path, kernels, formats, device, seed, n_seeds):
     check_shapes_legal(shapes, fmts, shapes_path)
     selected = parse_kernels(kernels) if kernels else [k for k in all_kernels().values() if k.role == "kernel"]
     target = resolve_target(device)
+    check_shapes_fit(shapes, fmts, target)
     click.echo(f"fp4bench verify on {target.describe()}: {len(selected)} kernel(s), {len(shapes)} shape(s), "
                f"{n_seeds} seed(s) each", err=True)
 
