@@ -135,6 +135,7 @@ GEMM_FORMATS = MappingProxyType({
     for g in (
         # fp16 output is the competition's semantics.
         GemmFormat("nvfp4", NVFP4, NVFP4, torch.float16, "NVFP4 x NVFP4 -> fp16"),
+        GemmFormat("nvfp4-bf16", NVFP4, NVFP4, torch.bfloat16, "NVFP4 x NVFP4 -> bf16"),
         # MX scales span 2^-127..2^127: bf16 output keeps the range.
         GemmFormat("mxfp4", MXFP4, MXFP4, torch.bfloat16, "MXFP4 x MXFP4 -> bf16"),
         GemmFormat("w4a8", MXFP8, MXFP4, torch.bfloat16, "MXFP8 activations x MXFP4 weights -> bf16"),

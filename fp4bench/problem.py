@@ -166,4 +166,6 @@ def infer_format(data: tuple) -> GemmFormat:
         return GEMM_FORMATS["w4a16-mxfp4" if sfb.dtype == SCALE_E8M0.dtype else "w4a16-nvfp4"]
     if a.dtype == torch.float8_e4m3fn:
         return GEMM_FORMATS["w4a8"]
-    return GEMM_FORMATS["mxfp4" if sfa.dtype == SCALE_E8M0.dtype else "nvfp4"]
+    if sfa.dtype == SCALE_E8M0.dtype:
+        return GEMM_FORMATS["mxfp4"]
+    return GEMM_FORMATS["nvfp4-bf16" if data[6].dtype == torch.bfloat16 else "nvfp4"]

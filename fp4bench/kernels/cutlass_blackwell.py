@@ -2,8 +2,7 @@
 
 Variants (each a `Kernel`; sources in kernels/cutlass/, one templated definition and a config table):
   sm120-nvfp4       NVFP4 x NVFP4 -> fp16 (the competition's semantics); tile chosen per shape
-  sm120-nvfp4-bf16  the same MMA with bf16 output; its format "nvfp4-bf16" must exist in fp4bench.formats
-                    for it to be checked (fp4bench's "nvfp4" format fixes fp16 output)
+  sm120-nvfp4-bf16  the same MMA with bf16 output (format "nvfp4-bf16")
   sm120-mxfp4       MXFP4 x MXFP4 -> bf16
   sm120-w4a8        MXFP8 activations x MXFP4 weights -> bf16 (the mxf8f6f4 MMA)
   sm100-nvfp4       NVFP4 x NVFP4 -> fp16 on B200 (1-SM tcgen05, CUTLASS example 72a's mainloop)
@@ -91,16 +90,9 @@ VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 # Host-only program printing CUTLASS's scale-factor layout offsets for these configs (tests/test_cutlass_layout.py).
 LAYOUT_PROBE = BuildSpec("cutlass-layout-probe", HOST_TARGET,
                          (BuildUnit("layout_probe", "cutlass/layout_probe.cpp"),), product="executable")
-# Operand formats of the bf16-output NVFP4 flavour, for when fp4bench.formats lacks "nvfp4-bf16".
-_FLAVOUR_OPERANDS = {"nvfp4-bf16": ("nvfp4", torch.bfloat16)}
-
-
 def operand_formats(fmt_name: str) -> tuple[OperandFormat, OperandFormat, torch.dtype]:
-    if fmt_name in GEMM_FORMATS:
-        f = GEMM_FORMATS[fmt_name]
-        return f.a, f.b, f.out_dtype
-    base, out_dtype = _FLAVOUR_OPERANDS[fmt_name]
-    return GEMM_FORMATS[base].a, GEMM_FORMATS[base].b, out_dtype
+    f = GEMM_FORMATS[fmt_name]
+    return f.a, f.b, f.out_dtype
 
 
 # ------------------------------------------------------------------------------------- argument setup

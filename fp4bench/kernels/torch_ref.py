@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..formats import GEMM_FORMATS
 from ..problem import Problem, Shape, infer_format
 from ..reference import reference_gemm
 from .base import Kernel
@@ -15,7 +16,7 @@ from .base import Kernel
 
 class TorchReference(Kernel):
     name = "torch-ref"
-    formats = ("nvfp4", "mxfp4", "w4a8", "w4a16-nvfp4", "w4a16-mxfp4")
+    formats = tuple(GEMM_FORMATS)
     description = "dequantize + float32 matmul in torch (CPU or GPU)"
 
     def run(self, data: tuple) -> torch.Tensor:
