@@ -159,3 +159,39 @@ def test_sm90_nvfp4_on_a_benchmark_shape_twice():
         torch.cuda.synchronize()
         r = check_output(out, reference_gemm(p), torch.float16)
         assert r.passed, r.reason
+
+
+VARIANTS_SCRIPT = textwrap.dedent("""
+    import json, torch
+    from fp4bench.checking import check_output
+    from fp4bench.formats import GEMM_FORMATS
+    from fp4bench.kernels.sm90_triton import TileConfig, launch_gemm, plan_launch
+    from fp4bench.problem import Shape, generate, poison_output
+    from fp4bench.reference import reference_gemm
+
+    out = []
+    for join_k in (False, True):
+        cfg = TileConfig(32, 128, 4, 1, max_block_m=32, join_k=join_k)
+        for fmt_name in ("nvfp4", "mxfp4", "w4a16-mxfp4"):
+            for pre in (False, True):
+                fmt = GEMM_FORMATS[fmt_name]
+                shape = Shape(45, 40, 384, 2, seed=len(out) + 5)
+                p = generate(shape, fmt)
+                plan = plan_launch(cfg, shape.m, shape.n, shape.k, shape.l, torch.device("cpu"), pre_dequant_a=pre)
+                r = check_output(launch_gemm(poison_output(p).data, fmt, plan, use_asm=False), reference_gemm(p),
+                                 fmt.out_dtype)
+                out.append([join_k, fmt_name, pre, plan.split_k, r.passed, r.reason])
+    print(json.dumps(out))
+""")
+
+
+def test_join_k_and_pre_dequantized_a_variants_interpreted():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", VARIANTS_SCRIPT], capture_output=True, text=True, env=env,
+                          timeout=900, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == 12
+    for join_k, fmt_name, pre, split, passed, reason in results:
+        assert split >= 2, "split-K must be exercised"
+        assert passed, (join_k, fmt_name, pre, reason)
