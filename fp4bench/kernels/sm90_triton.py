@@ -261,9 +261,10 @@ def _fp4_gemm_kernel(
             # One contiguous load (cp.async-able), split into even and odd K in registers.
             ka = it * BLOCK_K + tl.arange(0, BLOCK_K)
             a_full = tl.load(a_base + ka[None, :] * stride_ak, mask=m_ok[:, None] & (ka < K)[None, :], other=0.0)
-            a_lo, a_hi = tl.split(tl.reshape(a_full, (BLOCK_M, HALF, 2)))
-            a_lo = a_lo.to(DOT_DTYPE)
-            a_hi = a_hi.to(DOT_DTYPE)
+            if not JOIN_K:
+                a_lo, a_hi = tl.split(tl.reshape(a_full, (BLOCK_M, HALF, 2)))
+                a_lo = a_lo.to(DOT_DTYPE)
+                a_hi = a_hi.to(DOT_DTYPE)
         else:
             a_lo, a_hi = _load_fp4_tile(a_base, m_ok, sa_row, it, sf_cols, kb, k_ok, stride_ak,
                                         BLOCK_M, NB, PER, E8M0, DOT_DTYPE, USE_ASM)
@@ -274,8 +275,13 @@ def _fp4_gemm_kernel(
         elif JOIN_K:
             # One dot over the whole K tile: the same (interleaving) permutation of K on both operands.
             b_k = tl.reshape(tl.join(b_lo, b_hi), (BLOCK_N, BLOCK_K))
-            a_k = tl.reshape(tl.join(a_lo, a_hi), (BLOCK_M, BLOCK_K))
-            acc = tl.dot(b_k, tl.trans(a_k), acc)
+            if A_DENSE:
+                # K in natural order on both sides: the dense A tile goes from its cp.async buffer straight
+                # to wgmma, with no pass through registers.
+                acc = tl.dot(b_k, tl.trans(a_full.to(DOT_DTYPE)), acc)
+            else:
+                a_k = tl.reshape(tl.join(a_lo, a_hi), (BLOCK_M, BLOCK_K))
+                acc = tl.dot(b_k, tl.trans(a_k), acc)
         else:
             acc = tl.dot(b_lo, tl.trans(a_lo), acc)
             acc = tl.dot(b_hi, tl.trans(a_hi), acc)
