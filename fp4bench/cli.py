@@ -19,6 +19,7 @@ COMMANDS = {
     "cache": "fp4bench.commands.build:cache",
     "list": "fp4bench.commands.list:list_kernels",
     "compare": "fp4bench.commands.compare:compare",
+    "report": "fp4bench.commands.report:report",
 }
 
 

@@ -118,7 +118,12 @@ class ResultsWriter:
 # environment fingerprint
 # ---------------------------------------------------------------------------------------------
 def git_commit(repo_dir: Path | None = None) -> str | None:
-    """The commit of the fp4bench checkout (with '-dirty' when it has local changes); None outside git."""
+    """The commit of the fp4bench checkout (with '-dirty' when it has local changes); None outside git.
+
+    A copy of the tree without .git (a CI artifact, a remote GPU machine) names its commit in FP4BENCH_GIT_COMMIT.
+    """
+    if os.environ.get("FP4BENCH_GIT_COMMIT"):
+        return os.environ["FP4BENCH_GIT_COMMIT"]
     cwd = repo_dir or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
