@@ -258,7 +258,7 @@ def _fp4_gemm_kernel(
         b_lo, b_hi = _load_fp4_tile(b_base, n_ok, sb_row, it, sf_cols, kb, k_ok, stride_bk,
                                     BLOCK_N, NB, PER, E8M0, DOT_DTYPE, USE_ASM)
         if A_DENSE:
-            # One contiguous load (cp.async-able), split into even and odd K in registers.
+            # One contiguous load (cp.async-able); split into even and odd K only for the two-dot form.
             ka = it * BLOCK_K + tl.arange(0, BLOCK_K)
             a_full = tl.load(a_base + ka[None, :] * stride_ak, mask=m_ok[:, None] & (ka < K)[None, :], other=0.0)
             if not JOIN_K:
@@ -268,20 +268,23 @@ def _fp4_gemm_kernel(
         else:
             a_lo, a_hi = _load_fp4_tile(a_base, m_ok, sa_row, it, sf_cols, kb, k_ok, stride_ak,
                                         BLOCK_M, NB, PER, E8M0, DOT_DTYPE, USE_ASM)
-        if DOT_DTYPE == tl.float32:
-            # Only the interpreter takes this path: exact values, so no tf32 rounding either.
-            acc = tl.dot(b_lo, tl.trans(a_lo.to(tl.float32)), acc, input_precision="ieee")
-            acc = tl.dot(b_hi, tl.trans(a_hi.to(tl.float32)), acc, input_precision="ieee")
-        elif JOIN_K:
+        # DOT_DTYPE float32 only in the interpreter: exact values, so no tf32 rounding either ("ieee").
+        if JOIN_K:
             # One dot over the whole K tile: the same (interleaving) permutation of K on both operands.
             b_k = tl.reshape(tl.join(b_lo, b_hi), (BLOCK_N, BLOCK_K))
             if A_DENSE:
                 # K in natural order on both sides: the dense A tile goes from its cp.async buffer straight
                 # to wgmma, with no pass through registers.
-                acc = tl.dot(b_k, tl.trans(a_full.to(DOT_DTYPE)), acc)
+                a_k = a_full.to(DOT_DTYPE)
             else:
                 a_k = tl.reshape(tl.join(a_lo, a_hi), (BLOCK_M, BLOCK_K))
+            if DOT_DTYPE == tl.float32:
+                acc = tl.dot(b_k, tl.trans(a_k), acc, input_precision="ieee")
+            else:
                 acc = tl.dot(b_k, tl.trans(a_k), acc)
+        elif DOT_DTYPE == tl.float32:
+            acc = tl.dot(b_lo, tl.trans(a_lo.to(tl.float32)), acc, input_precision="ieee")
+            acc = tl.dot(b_hi, tl.trans(a_hi.to(tl.float32)), acc, input_precision="ieee")
         else:
             acc = tl.dot(b_lo, tl.trans(a_lo), acc)
             acc = tl.dot(b_hi, tl.trans(a_hi), acc)
