@@ -446,8 +446,8 @@ class TileConfig:
 # GPU candidates, best-guess first (the first is used without autotuning).
 GPU_CONFIGS = (
     TileConfig(128, 128, 8, 3, maxnreg=128, programs_per_sm=2, join_k=True),
+    TileConfig(128, 128, 8, 2, maxnreg=128, programs_per_sm=2, join_k=True),  # fits two programs with dense A
     TileConfig(128, 128, 8, 3, maxnreg=128, programs_per_sm=2),
-    TileConfig(128, 128, 8, 3),
     TileConfig(128, 256, 8, 2, join_k=True),
     TileConfig(128, 256, 8, 2),
 )
