@@ -34,7 +34,7 @@ def test_run_checks_times_and_writes_json_csv(shapes, tmp_path):
     assert r.exit_code == 0, r.output
     assert "mxfp4 (speedup vs cublas-dense); CPU times" in r.output
     assert "geomean (2/2)" in r.output
-    assert "runs on cuda, not cpu" in r.output               # torch-scaled-mm listed as skipped
+    assert "needs sm_100/sm_103/sm_120/sm_121; this machine has no GPU" in r.output  # torch-scaled-mm skipped
     assert "4 passed, 0 failed, 0 errors, 2 skipped" in r.output
     doc = load_results(out_json)
     assert doc["settings"]["baseline"] == "cublas-dense"

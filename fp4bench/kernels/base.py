@@ -42,11 +42,13 @@ class Kernel(ABC):
 
     def unavailable_reason(self, target: Target) -> str | None:
         """Why this kernel cannot run on `target` at all, or None."""
+        needs = None if self.archs is None else "/".join(a.rstrip("a") for a in self.archs)
         if target.device not in self.devices:
+            if needs and target.device == "cpu":
+                return f"needs {needs}; this machine has no GPU"
             return f"runs on {'/'.join(self.devices)}, not {target.device}"
         if self.archs is not None and target.arch not in self.archs:
-            needs = "/".join(a.rstrip("a") for a in self.archs)
-            return f"needs {needs}; this {'GPU' if target.device == 'cuda' else 'machine'} is {target.arch.rstrip('a')}"
+            return f"needs {needs}; this GPU is {target.arch.rstrip('a')}"
         return None
 
     def reason_to_skip(self, problem: Problem, target: Target) -> str | None:
