@@ -120,7 +120,8 @@ def test_sm90_kernels_verify_on_edge_shapes(name, fmt_name):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name,fmt_name,spread", [
-    ("sm90-mxfp4-fp8", "mxfp4", 1), ("sm90-mxfp4-fp8", "mxfp4", 7), ("sm90-mxfp4-fp8", "mxfp4", 20), ("sm90-mxfp4-fp8", "mxfp4", 60),
+    ("sm90-mxfp4-fp8", "mxfp4", 1), ("sm90-mxfp4-fp8", "mxfp4", 7), ("sm90-mxfp4-fp8", "mxfp4", 20),
+    ("sm90-mxfp4-fp8", "mxfp4", 60),
     ("sm90-mxfp4", "mxfp4", 60), ("sm90-w4a16", "w4a16-mxfp4", 60), ("sm90-nvfp4", "nvfp4", None),
     ("sm90-w4a16", "w4a16-nvfp4", None),
 ])
