@@ -216,6 +216,25 @@ def _store_tile(acc, c_ptr, ws_ptr, cnt_ptr, offs_n, offs_m, n_ok, m_ok, stride_
             tl.atomic_xchg(cnt_ptr + tile, 0)
 
 
+@triton.jit
+def _split_k_tile(M, N, K, SPLIT_K, SF_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_K: tl.constexpr):
+    """This program's output tile (C^T rows n, columns m), batch, and its share of the K iterations."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_kl = tl.program_id(2)
+    pid_k = pid_kl % SPLIT_K
+    batch = pid_kl // SPLIT_K
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    sf_cols = K // SF_BLOCK
+    k_iters = tl.cdiv(K, BLOCK_K)
+    it_begin = pid_k * k_iters // SPLIT_K
+    it_end = (pid_k + 1) * k_iters // SPLIT_K
+    return (pid_n, pid_m, pid_k, batch, offs_n, offs_m, offs_n < N, offs_m < M, K // 2, sf_cols,
+            tl.cdiv(sf_cols, 4), it_begin, it_end)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The fp16 / bf16 tile kernel (sm90-nvfp4, sm90-mxfp4, sm90-w4a16, triton-fp4)
 # ---------------------------------------------------------------------------------------------------------
@@ -231,22 +250,8 @@ def _fp4_gemm_kernel(
     HALF: tl.constexpr = BLOCK_K // 2
     NB: tl.constexpr = BLOCK_K // SF_BLOCK
     PER: tl.constexpr = SF_BLOCK // 2
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    pid_kl = tl.program_id(2)
-    pid_k = pid_kl % SPLIT_K
-    batch = pid_kl // SPLIT_K
-
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    n_ok = offs_n < N
-    m_ok = offs_m < M
-    half_k = K // 2
-    sf_cols = K // SF_BLOCK
-    sf_col_tiles = tl.cdiv(sf_cols, 4)
-    k_iters = tl.cdiv(K, BLOCK_K)
-    it_begin = pid_k * k_iters // SPLIT_K
-    it_end = (pid_k + 1) * k_iters // SPLIT_K
+    (pid_n, pid_m, pid_k, batch, offs_n, offs_m, n_ok, m_ok, half_k, sf_cols, sf_col_tiles, it_begin,
+     it_end) = _split_k_tile(M, N, K, SPLIT_K, SF_BLOCK, BLOCK_N, BLOCK_M, BLOCK_K)
 
     b_base = b_ptr + batch * stride_bl + offs_n[:, None] * stride_bn
     sb_row = sb_ptr + batch * stride_sbl + _scale_row_words(offs_n, sf_col_tiles)
@@ -362,22 +367,8 @@ def _mx_fp8_kernel(
     HALF: tl.constexpr = BLOCK_K // 2
     NB: tl.constexpr = BLOCK_K // SF_BLOCK
     PER: tl.constexpr = SF_BLOCK // 2
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    pid_kl = tl.program_id(2)
-    pid_k = pid_kl % SPLIT_K
-    batch = pid_kl // SPLIT_K
-
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    n_ok = offs_n < N
-    m_ok = offs_m < M
-    half_k = K // 2
-    sf_cols = K // SF_BLOCK
-    sf_col_tiles = tl.cdiv(sf_cols, 4)
-    k_iters = tl.cdiv(K, BLOCK_K)
-    it_begin = pid_k * k_iters // SPLIT_K
-    it_end = (pid_k + 1) * k_iters // SPLIT_K
+    (pid_n, pid_m, pid_k, batch, offs_n, offs_m, n_ok, m_ok, half_k, sf_cols, sf_col_tiles, it_begin,
+     it_end) = _split_k_tile(M, N, K, SPLIT_K, SF_BLOCK, BLOCK_N, BLOCK_M, BLOCK_K)
 
     b_base = b_ptr + batch * stride_bl + offs_n[:, None] * stride_bn
     a_base = a_ptr + batch * stride_al + offs_m[:, None] * stride_am
@@ -697,45 +688,41 @@ class TritonFp4Kernel(Kernel):
         return launch_gemm(data, fmt, plan, self.use_asm, self.fp8)
 
 
-class Sm90Nvfp4(TritonFp4Kernel):
-    name = "sm90-nvfp4"
-    formats = ("nvfp4",)
+class HopperKernel(TritonFp4Kernel):
+    """The sm_90a variants: PTX decode (cvt from e4m3) and wgmma, so Hopper only."""
+
     archs = ("sm_90a",)
     devices = ("cuda",)
-    math_path = "fp16"
     use_asm = True
+
+
+class Sm90Nvfp4(HopperKernel):
+    name = "sm90-nvfp4"
+    formats = ("nvfp4",)
+    math_path = "fp16"
     description = "NVFP4 x NVFP4 -> fp16: PTX e2m1 decode to fp16 in registers, fp16 wgmma, split-K (Triton)"
 
 
-class Sm90Mxfp4(TritonFp4Kernel):
+class Sm90Mxfp4(HopperKernel):
     name = "sm90-mxfp4"
     formats = ("mxfp4",)
-    archs = ("sm_90a",)
-    devices = ("cuda",)
     math_path = "bf16"
-    use_asm = True
     description = "MXFP4 x MXFP4 -> bf16: exact bf16 dequantize in registers, bf16 wgmma, split-K (Triton)"
 
 
-class Sm90Mxfp4Fp8(TritonFp4Kernel):
+class Sm90Mxfp4Fp8(HopperKernel):
     name = "sm90-mxfp4-fp8"
     formats = ("mxfp4",)
-    archs = ("sm_90a",)
-    devices = ("cuda",)
     math_path = "fp8"
     fp8 = True
-    use_asm = True
     description = ("MXFP4 x MXFP4 -> bf16 on fp8 wgmma: per-row tile exponents factored out, residuals folded "
                    "into exact e4m3; tiles that do not fit run on bf16 (Triton)")
 
 
-class Sm90W4a16(TritonFp4Kernel):
+class Sm90W4a16(HopperKernel):
     name = "sm90-w4a16"
     formats = ("w4a16-nvfp4", "w4a16-mxfp4")
-    archs = ("sm_90a",)
-    devices = ("cuda",)
     math_path = "bf16"
-    use_asm = True
     description = "bf16 activations x NVFP4/MXFP4 weights -> bf16: weights dequantized in registers, bf16 wgmma"
 
 
