@@ -11,6 +11,8 @@ All functions run on CPU and CUDA tensors alike.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .formats import (
@@ -21,7 +23,10 @@ from .formats import (
 )
 
 
+@functools.lru_cache(maxsize=None)
 def _table(device: torch.device) -> torch.Tensor:
+    # Cached per device: building it from a Python list is a synchronous host-to-device copy, which would
+    # stall every dequantization (and the timings of anything built on it) on a GPU.
     mags = torch.tensor(E2M1_MAGNITUDES, dtype=torch.float32, device=device)
     return torch.cat([mags, -mags])
 
