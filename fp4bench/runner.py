@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .harness import STATUS_ERROR, STATUS_FAIL, STATUS_PASS, one_line
+from .harness import STATUS_ERROR, STATUS_FAIL, STATUS_PASS, STATUS_SKIP, one_line
 
 SEED_STRIDE = 42
 ISOLATION_MODES = ("process", "none")
@@ -40,6 +40,8 @@ class TimingOptions:
     min_samples: int = 10
     max_samples: int = 10_000
     keep_samples: bool = True
+    # A CPU run is a smoke check: cases past this many GFLOP are skipped with the reason (None: no limit).
+    cpu_max_gflop: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +78,16 @@ def _timing_sets(shape, fmt, opts: TimingOptions, l2_bytes: int, device_type: st
     return 2
 
 
+def _too_big_for_cpu(kernel, shape, target, limit_gflop: float | None) -> str | None:
+    """Why a case is skipped on the CPU for its size; kernels that cannot run there keep their own reason."""
+    if target.device != "cpu" or limit_gflop is None or shape.flops <= limit_gflop * 1e9:
+        return None
+    if kernel.unavailable_reason(target):
+        return None
+    return (f"{shape.flops / 1e9:.1f} GFLOP is past the CPU limit of {limit_gflop:g} GFLOP "
+            f"(--cpu-max-gflop; a CPU run is a smoke check, time on a GPU)")
+
+
 def run_case(spec: dict) -> dict:
     """Check, then time, one (kernel, format, shape); returns the case record (see fp4bench.results)."""
     import torch
@@ -108,6 +120,10 @@ def run_case(spec: dict) -> dict:
     record["sol"] = sol.to_dict()
     if target.device == "cuda":
         torch.cuda.set_device(target.torch_device)
+    too_big = _too_big_for_cpu(kernel, shape, target, opts.cpu_max_gflop)
+    if too_big:
+        record["status"], record["reason"] = STATUS_SKIP, too_big
+        return _finish(record, started)
 
     seeds = [shape.seed + SEED_STRIDE * i for i in range(spec.get("check_seeds", 2))]
     outcome = verify_case(kernel, shape, fmt, target, seeds)

@@ -127,3 +127,16 @@ def test_device_json_on_a_gpu(tmp_path, monkeypatch):
     assert r.exit_code == 0
     info = json.loads(r.output)[0]
     assert info["sm_count"] > 0 and info["l2_bytes"] > 0 and info["capability"][0] >= 7
+
+
+def test_cpu_run_skips_cases_past_the_gflop_limit_with_the_reason(tmp_path):
+    shapes = tmp_path / "s.yml"
+    shapes.write_text("- {m: 32, n: 48, k: 64}\n- {m: 64, n: 64, k: 256}\n")
+    r = invoke("run", "--shapes", str(shapes), "--kernels", "torch-ref,sm90-nvfp4", "--format", "nvfp4", "--isolation", "none",
+               "--device", "cpu", "--cpu-max-gflop", "0.0005", *FAST)
+    assert r.exit_code == 0, r.output
+    # 2*64*64*256 = 2.1 MFLOP is past 0.5 MFLOP: skipped and said why; 2*32*48*64 = 0.2 MFLOP is timed.
+    assert "GFLOP is past the CPU limit of 0.0005 GFLOP" in r.output
+    assert "1 passed, 0 failed, 0 errors, 3 skipped" in r.output
+    # A kernel that cannot run on the CPU keeps its own reason.
+    assert "needs sm_90; this machine has no GPU" in r.output

@@ -40,13 +40,14 @@ def describe_run(doc: dict, path: str) -> str:
 @click.option("--markdown", is_flag=True, help="Markdown tables.")
 @click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
               help=f"Rewrite the section between {README_BEGIN} and {README_END} of this file.")
-def report(results, baseline, markdown, readme):
+@click.option("--skipped/--no-skipped", default=True, show_default=True, help="Show the skipped cases.")
+def report(results, baseline, markdown, readme, skipped):
     """Print the tables of a stored results file."""
     try:
         doc = load_results(results)
     except ResultsFileError as e:
         raise InputError(str(e)) from None
-    cases = doc["cases"]
+    cases = doc["cases"] if skipped else [c for c in doc["cases"] if c.get("status") != "skip"]
     names = {c.get("kernel") for c in cases}
     base = None if baseline.lower() == "none" else baseline
     if base is not None and base not in names:

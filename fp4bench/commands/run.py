@@ -41,6 +41,7 @@ class RunSettings:
     min_samples: int
     max_samples: int
     check_seeds: int
+    cpu_max_gflop: float
     measure_ceilings: bool
     case_timeout: float
     no_samples: bool
@@ -79,6 +80,8 @@ RUN_OPTIONS = [
     click.option("--max-samples", type=click.IntRange(2, None), default=10_000, show_default=True),
     click.option("--seeds", "check_seeds", type=click.IntRange(1, 100), default=2, show_default=True,
                  help="Random inputs checked per case before timing."),
+    click.option("--cpu-max-gflop", type=click.FloatRange(0, None, min_open=True), default=2.0, show_default=True,
+                 help="On the CPU, skip (with the reason) cases of more GFLOP than this."),
     click.option("--measure-ceilings/--no-measure-ceilings", default=True, show_default=True,
                  help="Measure the GPU's ceilings (for % of SOL) when none are cached."),
     click.option("--case-timeout", type=click.FloatRange(1, None), default=600.0, show_default=True,
@@ -214,7 +217,8 @@ def execute_run(settings: RunSettings) -> int:
     timing = TimingOptions(mode="graph" if settings.graph else "eager", cold_l2=not settings.warm_l2,
                            target_rse=settings.rse, budget_s=settings.budget, min_samples=settings.min_samples,
                            max_samples=max(settings.max_samples, settings.min_samples),
-                           keep_samples=not settings.no_samples)
+                           keep_samples=not settings.no_samples,
+                           cpu_max_gflop=settings.cpu_max_gflop if target.device == "cpu" else None)
     where = target.describe() if len(lanes) == 1 else f"{len(lanes)} GPUs ({', '.join(map(str, lanes))})"
     click.echo(f"fp4bench run on {where}: {len(selected)} kernel(s), {len(shapes)} shape(s), "
                f"{len(fmts)} format(s), {len(plan.cases)} case(s)", err=True)
