@@ -20,7 +20,7 @@ from .checking import CheckResult
 from .formats import GemmFormat
 from .kernels.base import Kernel
 from .problem import Problem, Shape, generate
-from .reference import reference_gemm
+from .reference import Expected, expected_output
 
 STATUS_PASS = "pass"
 STATUS_FAIL = "fail"
@@ -52,8 +52,9 @@ class CaseOutcome:
 
 
 # Bytes per output element that check_output's float64 temporaries take (expected, got, diff, allowed, rel,
-# masks) and that the two float32 references (this seed's and the previous one, for the cache check) take.
-CHECK_BYTES_PER_OUTPUT = 6 * 8 + 2 * 4
+# masks) and that the float32 references take (this seed's and the previous one, for the cache check, each
+# with its accumulation allowance).
+CHECK_BYTES_PER_OUTPUT = 6 * 8 + 4 * 4
 
 
 def case_bytes(shape: Shape, fmt: GemmFormat) -> int:
@@ -84,16 +85,16 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}{where}"
 
 
-def check_kernel_once(fn, problem: Problem, target: Target, ref: torch.Tensor | None = None) -> CheckResult:
+def check_kernel_once(fn, problem: Problem, target: Target, expected: Expected | None = None) -> CheckResult:
     """Run `fn` once on `problem` (poisoned, guarded output) and check it; integrity findings fail the check."""
-    return checked_call(fn, problem, target, ref).to_check_result()
+    return checked_call(fn, problem, target, expected).to_check_result()
 
 
-def checked_call(fn, problem: Problem, target: Target, ref: torch.Tensor | None = None) -> integrity.CheckedRun:
-    """One guarded call of `fn` (see fp4bench.integrity); `ref` is computed when not given."""
-    if ref is None:
-        ref = reference_gemm(problem)
-    return integrity.checked_run(fn, problem, ref, lambda: synchronize(target))
+def checked_call(fn, problem: Problem, target: Target, expected: Expected | None = None) -> integrity.CheckedRun:
+    """One guarded call of `fn` (see fp4bench.integrity); the reference is computed when not given."""
+    if expected is None:
+        expected = expected_output(problem)
+    return integrity.checked_run(fn, problem, expected, lambda: synchronize(target))
 
 
 def recheck_case(fn, shape: Shape, fmt: GemmFormat, target: Target, seed: int) -> CheckResult:
@@ -131,9 +132,10 @@ def verify_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, s
             except Exception as e:  # a kernel may fail to build or set up in any way
                 outcome.status, outcome.reason = STATUS_ERROR, f"prepare failed: {one_line(e)}"
                 break
-        ref = reference_gemm(problem)
+        expected = expected_output(problem)
+        ref = expected.values
         try:
-            run = checked_call(fn, problem, target, ref)
+            run = checked_call(fn, problem, target, expected)
         except Exception as e:
             outcome.status, outcome.reason = STATUS_ERROR, one_line(e)
             break
@@ -148,7 +150,7 @@ def verify_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, s
             outcome.findings = [str(f) for f in run.findings]
             break
         previous = (run, ref)
-        first = first or (run, ref)
+        first = first or (run, expected)
     if outcome.status == STATUS_PASS and first is not None:
         _determinism_rerun(fn, shape.with_seed(probe_seeds[0]), fmt, target, first, outcome)
     outcome.check = worst
@@ -158,10 +160,10 @@ def verify_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, s
 
 def _determinism_rerun(fn, shape: Shape, fmt: GemmFormat, target: Target, first, outcome: CaseOutcome) -> None:
     """Run the first input again (regenerated: same seed, same data) and record the run-to-run difference."""
-    first_run, ref = first
+    first_run, first_expected = first
     problem = generate(shape, fmt, target.torch_device)
     try:
-        again = checked_call(fn, problem, target, ref)
+        again = checked_call(fn, problem, target, first_expected)
     except Exception as e:
         outcome.status, outcome.reason = STATUS_ERROR, f"second run on the same input: {one_line(e)}"
         return

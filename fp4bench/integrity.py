@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .checking import CheckResult, check_output
+from .reference import Expected
 from .problem import Problem
 
 # Guard size on each side of the output, in bytes: a multiple of 256 so that c keeps the allocator's alignment.
@@ -173,10 +174,11 @@ class CheckedRun:
         return replace(self.check, passed=False, reason=self.reason())
 
 
-def checked_run(fn, problem: Problem, ref: torch.Tensor, synchronize) -> CheckedRun:
+def checked_run(fn, problem: Problem, expected: Expected, synchronize) -> CheckedRun:
     """Run `fn` once on `problem` with a poisoned, guarded output, and check everything listed above.
 
-    `ref` is the [M, N, L] reference; `synchronize()` waits for the device. Exceptions from `fn` propagate.
+    `expected` is the [M, N, L] reference with its allowance; `synchronize()` waits for the device.
+    Exceptions from `fn` propagate.
     """
     guarded = GuardedOutput.for_problem(problem)
     data = problem.with_c(guarded.c).data
@@ -193,7 +195,7 @@ def checked_run(fn, problem: Problem, ref: torch.Tensor, synchronize) -> Checked
     outside = guarded.violation()
     if outside:
         findings.append(Finding(OUT_OF_BOUNDS, f"kernel wrote outside its output: {outside}"))
-    check = check_output(out, ref, problem.fmt.out_dtype)
+    check = check_output(out, expected.values, problem.fmt.out_dtype, allowance=expected.allowance)
     copy = out.detach().clone() if isinstance(out, torch.Tensor) else None
     return CheckedRun(check, findings, copy)
 

