@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EXIT_FAILED, EXIT_OK
+from .problem import Shape
 from .results import ResultsFileError, load_results, write_results
 
 FAILING = ("fail", "error")
@@ -127,8 +128,7 @@ def case_key(case: dict) -> tuple:
 
 
 def shape_text(key: tuple) -> str:
-    m, n, k, l = key[2:]
-    return f"{m}x{n}x{k}" + ("" if l == 1 else f"x{l}")
+    return str(Shape(*key[2:]))
 
 
 @dataclass

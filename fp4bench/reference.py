@@ -44,25 +44,33 @@ class Expected:
     allowance: torch.Tensor   # [M, N, L] float32, >= 0
 
 
-def reference_gemm(problem: Problem, accumulate: torch.dtype = torch.float32, magnitude: bool = False) -> torch.Tensor:
-    """C[M, N, L] = A @ B^T per batch, accumulated in `accumulate` (float32 or float64).
-
-    With `magnitude`, sum_k |a_k| |b_k| instead (the scale of the accumulation's rounding).
-    """
+def _batched_products(problem: Problem, accumulate: torch.dtype, magnitude: bool) -> tuple:
+    """(A @ B^T, and with `magnitude` also |A| @ |B|^T) per batch, dequantizing each batch once."""
     s = problem.shape
-    out = torch.empty((s.m, s.n, s.l), dtype=accumulate, device=problem.a.device)
+    shape = (s.m, s.n, s.l)
+    out = torch.empty(shape, dtype=accumulate, device=problem.a.device)
+    mag = torch.empty(shape, dtype=accumulate, device=problem.a.device) if magnitude else None
     # TF32 would round the operands; the reference must not depend on the caller's global setting.
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
         for i in range(s.l):
-            da, db = dequantize_operands(problem, i)
+            da, db = (x.to(accumulate) for x in dequantize_operands(problem, i))
+            out[:, :, i] = da @ db.T
             if magnitude:
-                da, db = da.abs(), db.abs()
-            out[:, :, i] = da.to(accumulate) @ db.to(accumulate).T
+                mag[:, :, i] = da.abs() @ db.abs().T
     finally:
         torch.set_float32_matmul_precision(previous)
-    return out
+    return out, mag
+
+
+def reference_gemm(problem: Problem, accumulate: torch.dtype = torch.float32, magnitude: bool = False) -> torch.Tensor:
+    """C[M, N, L] = A @ B^T per batch, accumulated in `accumulate` (float32 or float64).
+
+    With `magnitude`, sum_k |a_k| |b_k| instead (the scale of the accumulation's rounding).
+    """
+    values, mag = _batched_products(problem, accumulate, magnitude)
+    return mag if magnitude else values
 
 
 def reference_output(problem: Problem, accumulate: torch.dtype = torch.float32) -> torch.Tensor:
@@ -70,7 +78,6 @@ def reference_output(problem: Problem, accumulate: torch.dtype = torch.float32) 
 
 
 def expected_output(problem: Problem) -> Expected:
-    values = reference_gemm(problem)
-    magnitude = reference_gemm(problem, magnitude=True)
+    values, magnitude = _batched_products(problem, torch.float32, magnitude=True)
     slack = ACCUMULATION_SLACK * math.sqrt(problem.shape.k) * FP32_UNIT_ROUNDOFF
     return Expected(values, torch.nan_to_num(magnitude * slack, nan=0.0, posinf=float("inf")))

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from tabulate import tabulate
 
 from .harness import STATUS_PASS
+from .problem import Shape
 
 COLUMNS = ("kernel", "shape", "status", "median us", "TFLOP/s", "GB/s", "% SOL", "speedup", "detail")
 CSV_COLUMNS = ("format", "kernel", "role", "shape", "m", "n", "k", "l", "status", "median_us", "mean_us",
@@ -34,8 +35,8 @@ def geometric_mean(values) -> float | None:
 
 
 def shape_label(shape: dict) -> str:
-    s = f"{shape['m']}x{shape['n']}x{shape['k']}"
-    return s if shape.get("l", 1) == 1 else f"{s}x{shape['l']}"
+    """A record's shape as 'MxNxK[xL]' (the text of `Shape`)."""
+    return str(Shape(shape["m"], shape["n"], shape["k"], shape.get("l", 1)))
 
 
 def _shape_key(shape: dict) -> tuple:

@@ -48,6 +48,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..codecs import as_bytes
 from ..formats import GemmFormat
 from ..layouts import ceil_div, competition_blocked_bytes
 from ..problem import Problem, infer_format
@@ -550,10 +551,6 @@ def _scale_words(permuted: torch.Tensor | None) -> torch.Tensor | None:
     return blocked.view(torch.uint8).view(torch.int32)
 
 
-def _as_bytes(t: torch.Tensor) -> torch.Tensor:
-    return t if t.dtype == torch.uint8 else t.view(torch.uint8)
-
-
 def launch_gemm(data: tuple, fmt: GemmFormat, plan: Launch, use_asm: bool, fp8: bool = False,
                 fp8_fit: int = FP8_FIT_BINADES) -> torch.Tensor:
     """Compute data's GEMM into data[6] (C); one launch, two with pre_dequant_a. Returns C."""
@@ -562,13 +559,13 @@ def launch_gemm(data: tuple, fmt: GemmFormat, plan: Launch, use_asm: bool, fp8: 
     cfg = plan.cfg
     a_dense = not fmt.a.block_scaled
     mult_dtype = dot_dtype(fmt, c.device)
-    b_t = _as_bytes(b)
+    b_t = as_bytes(b)
     sfb = _scale_words(sfb_perm)
     if plan.pre_dequant_a and not a_dense and not fp8:
         a_t = _dequantize_a(a, _scale_words(sfa_perm), fmt, m, k, l, mult_dtype, use_asm)
         a_dense = True
     else:
-        a_t = a if a_dense else _as_bytes(a)
+        a_t = a if a_dense else as_bytes(a)
     sfa = sfb if a_dense else _scale_words(sfa_perm)   # a dense A has no scales; the pointer goes unused
     grid_n, grid_m = ceil_div(n, cfg.block_n), ceil_div(m, plan.block_m)
     tiles = grid_n * grid_m * l
@@ -600,7 +597,7 @@ def _dequantize_a(a: torch.Tensor, sfa: torch.Tensor, fmt: GemmFormat, m: int, k
                   use_asm: bool) -> torch.Tensor:
     torch_dtype = {tl.float16: torch.float16, tl.bfloat16: torch.bfloat16, tl.float32: torch.float32}[dtype]
     out = _WORKSPACES.dense(a.device, l, m, k, torch_dtype)
-    x = _as_bytes(a)
+    x = as_bytes(a)
     grid = (ceil_div(m, DEQUANT_BLOCK_R), ceil_div(k, DEQUANT_BLOCK_K), l)
     _dequant_rows_kernel[grid](x, sfa, out, m, k, x.stride(0), x.stride(1), x.stride(2), sfa.stride(0),
                                out.stride(0), out.stride(2), E8M0=fmt.a.scale.power_of_two,

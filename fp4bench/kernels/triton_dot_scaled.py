@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..codecs import as_bytes
 from ..problem import infer_format
 from .base import Kernel
 
@@ -82,11 +83,6 @@ def _dot_scaled_gemm(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, K,
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-def _as_bytes(t: torch.Tensor) -> torch.Tensor:
-    """fp4/fp8/e8m0 storage as uint8 (same strides): the element types Triton's dot_scaled takes."""
-    return t.view(torch.uint8) if t.element_size() == 1 else t
-
-
 class TritonDotScaled(Kernel):
     name = "triton-dot-scaled"
     formats = tuple(A_OPERAND)
@@ -100,9 +96,11 @@ class TritonDotScaled(Kernel):
         a, b, sfa, sfb, c = data[0], data[1], data[2], data[3], data[6]
         m, n, l = a.shape[0], b.shape[0], a.shape[2]
         k = b.shape[1] * 2
-        a8, b8, sb8 = _as_bytes(a), _as_bytes(b), _as_bytes(sfb)
+        # fp4/fp8/e8m0 storage goes in as uint8 (same strides); a dense bf16 A (W4A16) as it is.
+        a8 = as_bytes(a) if a.element_size() == 1 else a
+        b8, sb8 = as_bytes(b), as_bytes(sfb)
         # With an unscaled A, B's scales stand in as a dummy pointer that the kernel never reads.
-        sa8 = _as_bytes(sfa) if a_scaled else sb8
+        sa8 = as_bytes(sfa) if a_scaled else sb8
 
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]), l)
