@@ -7,6 +7,7 @@ never attempted. Build caches key on the target string.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -54,6 +55,12 @@ class Target:
 
 
 CPU = Target("cpu")
+
+
+def gpu_slug(name: str | None) -> str:
+    """A GPU model as a file-name stem: 'NVIDIA H200' -> 'nvidia-h200'; None or empty -> 'cpu'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", (name or "cpu").lower()).strip("-")
+    return slug or "cpu"
 
 
 def cuda_available() -> bool:

@@ -6,7 +6,7 @@ with NaN and infinities agreeing in position (and sign). The reference is rounde
 first. Default tolerances: rtol = atol = 1e-3 for fp16 output (the competition's); bf16 keeps only 8
 significant bits, one unit in the last place is 2^-7 relative, so bf16 output uses rtol = atol = 1e-2.
 A NaN where the reference is finite always fails: outputs are poisoned with NaN before a kernel runs.
-The harness adds a per-element fp32 accumulation-order allowance (see `fp4bench.reference`), which matters
+The case pipeline adds a per-element fp32 accumulation-order allowance (see `fp4bench.reference`), which matters
 only where large products cancel.
 """
 

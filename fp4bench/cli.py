@@ -12,7 +12,7 @@ from . import __version__
 
 # name -> "module:attribute"
 COMMANDS = {
-    "verify": "fp4bench.commands.verify:verify",
+    "verify": "fp4bench.commands.run:verify",
     "run": "fp4bench.commands.run:run",
     "device": "fp4bench.commands.device:device",
     "build": "fp4bench.commands.build:build",
@@ -20,6 +20,8 @@ COMMANDS = {
     "list": "fp4bench.commands.list:list_kernels",
     "compare": "fp4bench.commands.compare:compare",
     "report": "fp4bench.commands.report:report",
+    "tune": "fp4bench.commands.run:tune",
+    "merge": "fp4bench.commands.merge:merge",
 }
 
 

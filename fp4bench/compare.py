@@ -1,6 +1,6 @@
 """Regression comparison of two results documents (fp4bench.results), and stored baselines.
 
-Cases match by (kernel, format, M, N, K, L). For a case timed in both runs, ratio = new median / baseline
+Cases match by their key (`CaseRecord.key`: kernel, problem kind, format, M, N, K, L, seed). For a case timed in both runs, ratio = new median / baseline
 median. It is a regression only when both hold:
   * the slowdown exceeds the threshold: ratio > 1 + threshold, and
   * the difference exceeds the two runs' spreads: new median - baseline median > sqrt(s_b^2 + s_n^2), with
@@ -9,8 +9,11 @@ median. It is a regression only when both hold:
 The mirror image is reported as an improvement. Also reported:
   * a correctness failure: a case that failed or errored in the new run (always fails the comparison),
   * new cases (only in the new run) and missing cases (only in the baseline, or not timed in the new run),
-  * a different GPU, driver or clock source (a CPU run compared with a GPU run): a warning; with
-    `strict` the comparison is refused (unusable input, exit 2) and missing cases fail it.
+  * a different GPU model: the comparison is refused (exit 2) unless `allow_gpu_change`, since every case
+    would differ for that reason alone;
+  * a different driver or clock source (a CPU run compared with a GPU run): a warning; with `strict` the
+    comparison is refused (unusable input, exit 2) and missing cases fail it;
+  * a regression whose launch configuration differs between the runs says so (configuration change).
 Exit codes: 0 no regression, 1 regression or correctness failure, 2 unusable input (see fp4bench.errors).
 
 Baselines are results documents stored as `baselines/<gpu>.json`, <gpu> being the GPU's name in lower
@@ -22,15 +25,17 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tabulate import tabulate
+
+from .arch import gpu_slug
+from .case import CaseRecord, CaseStatus
 from .errors import EXIT_FAILED, EXIT_OK
 from .problem import Shape
 from .results import ResultsFileError, load_results, write_results
 
-FAILING = ("fail", "error")
 DEFAULT_THRESHOLD = 0.05
 
 # Verdicts, in the order a summary lists them.
@@ -65,19 +70,13 @@ def parse_threshold(text: str) -> float:
     return value
 
 
-def gpu_slug(name: str | None) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", (name or "cpu").lower()).strip("-")
-    return slug or "cpu"
-
-
 def environment_summary(doc: dict) -> dict:
     """GPU names, driver versions and the clock of a results document, for matching two runs."""
     env = doc.get("environment") or {}
     gpus = env.get("gpus") or []
     names = sorted({g.get("name", "?") for g in gpus if isinstance(g, dict)})
     drivers = sorted({str(g.get("driver_version")) for g in gpus if isinstance(g, dict) and g.get("driver_version")})
-    clocks = sorted({(c.get("timing") or {}).get("clock") for c in doc.get("cases", [])
-                     if isinstance(c, dict) and c.get("timing")} - {None})
+    clocks = sorted({c.timing.get("clock") for c in doc.get("cases", []) if c.timing} - {None})
     software = env.get("software") or {}
     return {"gpu": ", ".join(names) or "CPU", "driver": ", ".join(drivers) or None, "clock": ", ".join(clocks) or None,
             "commit": software.get("fp4bench_commit"), "torch": software.get("torch"), "created": env.get("created")}
@@ -90,10 +89,10 @@ def baseline_path(directory: str | Path, doc: dict) -> Path:
 
 
 def save_baseline(doc: dict, directory: str | Path = "baselines") -> Path:
-    """Store `doc` (raw samples dropped) as the baseline for its GPU; returns the path written."""
+    """Store `doc` (a document from `results.make_document`; raw samples dropped) as the baseline for its GPU."""
     slim = copy.deepcopy(doc)
     for case in slim.get("cases", []):
-        if isinstance(case, dict) and isinstance(case.get("timing"), dict):
+        if isinstance(case.get("timing"), dict):
             case["timing"].pop("samples", None)
     path = baseline_path(directory, slim)
     write_results(path, slim)
@@ -116,19 +115,12 @@ def load_document(path: str | Path, role: str, for_doc: dict | None = None) -> t
         doc = load_results(p)
     except ResultsFileError as e:
         raise CompareInputError(f"{role}: {e}") from None
-    for i, case in enumerate(doc["cases"]):
-        if not isinstance(case, dict) or not {"kernel", "format", "shape", "status"} <= set(case):
-            raise CompareInputError(f"{role} {p}: case {i} lacks kernel, format, shape or status")
     return doc, p
 
 
-def case_key(case: dict) -> tuple:
-    s = case["shape"]
-    return case["kernel"], case["format"], int(s["m"]), int(s["n"]), int(s["k"]), int(s.get("l", 1))
-
-
 def shape_text(key: tuple) -> str:
-    return str(Shape(*key[2:]))
+    """The shape of a case key (kernel, problem, format, m, n, k, l, seed) as 'MxNxK[xL]'."""
+    return str(Shape(*key[3:7]))
 
 
 @dataclass
@@ -139,8 +131,8 @@ class Timing:
     clock: str | None
 
     @classmethod
-    def of(cls, case: dict) -> "Timing | None":
-        timing = case.get("timing") if case.get("status") == "pass" else None
+    def of(cls, case: CaseRecord) -> "Timing | None":
+        timing = case.timing if case.status == CaseStatus.PASS else None
         stats = (timing or {}).get("stats") or {}
         median = stats.get("median")
         if not isinstance(median, (int, float)) or not median > 0:
@@ -200,10 +192,13 @@ def judge(base: Timing, new: Timing, threshold: float) -> tuple[str, float, str]
 
 
 def compare_documents(base_doc: dict, new_doc: dict, threshold: float = DEFAULT_THRESHOLD,
-                      strict: bool = False) -> Comparison:
+                      strict: bool = False, allow_gpu_change: bool = False) -> Comparison:
     """Match and judge every case; raises CompareInputError when the comparison is meaningless."""
     result = Comparison(threshold=threshold, base_env=environment_summary(base_doc),
                         new_env=environment_summary(new_doc))
+    if result.base_env["gpu"] != result.new_env["gpu"] and not allow_gpu_change:
+        raise CompareInputError(f"the runs are on different GPUs (baseline {result.base_env['gpu']}, new "
+                                f"{result.new_env['gpu']}): every case would differ; --allow-gpu-change to compare")
     mismatches = [f"{what} differs: baseline {result.base_env[key]}, new {result.new_env[key]}"
                   for key, what in (("gpu", "GPU"), ("driver", "driver"), ("clock", "clock"))
                   if result.base_env[key] != result.new_env[key]]
@@ -225,34 +220,39 @@ def compare_documents(base_doc: dict, new_doc: dict, threshold: float = DEFAULT_
     return result
 
 
-def _index(doc: dict, role: str) -> dict[tuple, dict]:
-    out: dict[tuple, dict] = {}
-    for case in doc["cases"]:
-        try:
-            key = case_key(case)
-        except (KeyError, TypeError, ValueError):
-            raise CompareInputError(f"{role}: a case has a malformed shape: {case.get('shape')!r}") from None
-        out[key] = case   # a repeated case (a resumed run): the later record wins
-    return out
+def _index(doc: dict, role: str) -> dict[tuple, CaseRecord]:
+    # A repeated case (a resumed run): the later record wins.
+    return {case.key: case for case in doc["cases"]}
 
 
-def _row(key: tuple, b: dict | None, n: dict | None, threshold: float) -> Row:
+def _config_change(b: CaseRecord, n: CaseRecord) -> str:
+    """'; configuration changed: ...' when the two runs launched the case differently, else ''."""
+    if not b.config or not n.config or b.config == n.config:
+        return ""
+    changed = sorted(k for k in set(b.config) | set(n.config) if b.config.get(k) != n.config.get(k))
+    parts = [f"{k} {b.config.get(k)}->{n.config.get(k)}" for k in changed]
+    return "; configuration changed: " + ", ".join(parts)
+
+
+def _row(key: tuple, b: CaseRecord | None, n: CaseRecord | None, threshold: float) -> Row:
     if n is None:
         return Row(key, MISSING, Timing.of(b), detail="only in the baseline")
-    if n["status"] in FAILING:
-        return Row(key, CORRECTNESS, Timing.of(b) if b else None, detail=f"{n['status']}: {n.get('reason') or ''}")
+    if n.status.failing:
+        return Row(key, CORRECTNESS, Timing.of(b) if b else None, detail=f"{n.status}: {n.reason or ''}")
     if b is None:
         return Row(key, NEW, new=Timing.of(n), detail="only in the new run")
     tb, tn = Timing.of(b), Timing.of(n)
     if tb is None and tn is None:
-        return Row(key, SKIPPED, detail=n.get("reason") or b.get("reason") or "")
+        return Row(key, SKIPPED, detail=n.reason or b.reason or "")
     if tn is None:
-        return Row(key, NOT_TIMED, tb, detail=f"{n['status']} in the new run: {n.get('reason') or ''}")
+        return Row(key, NOT_TIMED, tb, detail=f"{n.status} in the new run: {n.reason or ''}")
     if tb is None:
-        return Row(key, NEW, new=tn, detail=f"not timed in the baseline ({b['status']})")
+        return Row(key, NEW, new=tn, detail=f"not timed in the baseline ({b.status})")
     if tb.clock != tn.clock:
         return Row(key, SKIPPED, tb, tn, detail=f"clocks differ ({tb.clock} vs {tn.clock}): not comparable")
     verdict, ratio, detail = judge(tb, tn, threshold)
+    if verdict == REGRESSION:
+        detail += _config_change(b, n)
     return Row(key, verdict, tb, tn, ratio, detail)
 
 
@@ -270,31 +270,24 @@ def render_markdown(c: Comparison) -> str:
     """A summary for a CI log or a GitHub step summary."""
     bad = c.count(REGRESSION) + c.count(CORRECTNESS)
     title = "FAILED" if c.exit_code != EXIT_OK else "OK"
-    lines = [f"## fp4bench compare: {title}", ""]
-    lines.append(f"Threshold {c.threshold * 100:g}% (and beyond both runs' spread).")
-    lines.append("")
-    lines.append("| | baseline | new |")
-    lines.append("|---|---|---|")
-    if c.base_path or c.new_path:
-        lines.append(f"| file | {_cell(c.base_path)} | {_cell(c.new_path)} |")
-    for key in ("gpu", "driver", "clock", "torch", "commit", "created"):
-        lines.append(f"| {key} | {_cell(c.base_env.get(key) or '-')} | {_cell(c.new_env.get(key) or '-')} |")
-    lines.append("")
-    for w in c.warnings:
-        lines.append(f"> **warning:** {_cell(w)}")
-    for e in c.errors:
-        lines.append(f"> **error:** {_cell(e)}")
+    lines = [f"## fp4bench compare: {title}", "",
+             f"Threshold {c.threshold * 100:g}% (and beyond both runs' spread).", ""]
+    env_rows = [["file", _cell(c.base_path), _cell(c.new_path)]] if (c.base_path or c.new_path) else []
+    env_rows += [[key, _cell(c.base_env.get(key) or "-"), _cell(c.new_env.get(key) or "-")]
+                 for key in ("gpu", "driver", "clock", "torch", "commit", "created")]
+    lines += [tabulate(env_rows, headers=["", "baseline", "new"], tablefmt="github", disable_numparse=True), ""]
+    lines += [f"> **warning:** {_cell(w)}" for w in c.warnings]
+    lines += [f"> **error:** {_cell(e)}" for e in c.errors]
     if c.warnings or c.errors:
         lines.append("")
-    lines.append("| kernel | format | shape | baseline µs | new µs | new/baseline | verdict | detail |")
-    lines.append("|---|---|---|---:|---:|---:|---|---|")
     order = {v: i for i, v in enumerate(VERDICT_ORDER)}
-    for r in sorted(c.rows, key=lambda r: (order[r.verdict], r.key)):
-        ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
-        verdict = f"{VERDICT_MARK.get(r.verdict, '')} {r.verdict}".strip()
-        lines.append(f"| {_cell(r.key[0])} | {r.key[1]} | {shape_text(r.key)} | {_us(r.base)} | {_us(r.new)} "
-                     f"| {ratio} | {verdict} | {_cell(r.detail)} |")
-    lines.append("")
+    rows = [[_cell(r.key[0]), r.key[2], shape_text(r.key), _us(r.base), _us(r.new),
+             "-" if r.ratio is None else f"{r.ratio:.3f}",
+             f"{VERDICT_MARK.get(r.verdict, '')} {r.verdict}".strip(), _cell(r.detail)]
+            for r in sorted(c.rows, key=lambda r: (order[r.verdict], r.key))]
+    lines += [tabulate(rows, headers=["kernel", "format", "shape", "baseline µs", "new µs", "new/baseline",
+                                      "verdict", "detail"], tablefmt="github", disable_numparse=True,
+                       colalign=("left", "left", "left", "right", "right", "right", "left", "left")), ""]
     counts = ", ".join(f"{c.count(v)} {v}" for v in VERDICT_ORDER if c.count(v))
     lines.append(f"**{len(c.rows)} case(s): {counts}.** " + (
         f"{bad} case(s) fail the comparison." if bad else "No regression." if not c.errors else ""))

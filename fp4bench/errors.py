@@ -3,6 +3,7 @@
 0  everything checked passed (or no regression)
 1  a correctness check failed, a kernel crashed, or a regression was found
 2  unusable input: bad arguments, malformed shape file, unknown kernel/format/GPU, missing GPU
+3  nothing was checked: every selected case was skipped (a CI gate must not pass vacuously)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import click
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INPUT = 2
+EXIT_NOTHING_CHECKED = 3
 
 
 class InputError(click.ClickException):

@@ -1,4 +1,4 @@
-"""Checks a cheating or sloppy kernel cannot pass; the harness runs every correctness call through them.
+"""Checks a cheating or sloppy kernel cannot pass; fp4bench.pipeline runs every correctness call through them.
 
 One checked call (`checked_run`) of a kernel on a problem:
   * the output c is poisoned with NaN, and it sits inside a larger buffer whose guard regions before and
@@ -9,12 +9,12 @@ One checked call (`checked_run`) of a kernel on a problem:
     modify its inputs (scales included).
   * the returned tensor must not share memory with an input (returning a view of A or of the scales).
   * the returned value is compared with the exact reference (`checking.check_output`).
-Across calls (`verify_case` in the harness drives these):
+Across calls (`pipeline.check_case` drives these):
   * cached output: two different inputs whose references differ but whose outputs are bitwise identical.
   * determinism: the kernel runs again on the same input; the largest difference between the two outputs
     is reported (a note, not a failure: split-K with atomics is legitimately nondeterministic).
-  * after timing, the engine re-checks on fresh inputs (`harness.recheck_case`), which catches a kernel
-    that is correct on its first calls and returns stale results afterwards.
+  * after timing, the pipeline's re-check stage checks fresh inputs, which catches a kernel that is correct
+    on its first calls and returns stale results afterwards.
 Everything works on the CPU as on the GPU. Guards cannot catch a stray write that lands beyond them.
 """
 

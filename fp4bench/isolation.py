@@ -18,7 +18,7 @@ picklable arguments, waits for the answer and returns a `WorkerResult`:
 
 Policy on exceptions: an exception escaping func is a crash of that call, not of the worker. The child
 survives it and stays in use unless its CUDA context is broken; callers that want failures as data (the
-harness does: a raising kernel is an "error" outcome) catch them inside func. After a crash or timeout the
+case pipeline does: a raising kernel is an "error" outcome) catch them inside func. After a crash or timeout the
 dead child is replaced on the next call, so a run goes on with a fresh process and a fresh CUDA context.
 
 The child ignores SIGINT: Ctrl-C reaches the parent, which kills its children at exit (and `close()`
@@ -80,7 +80,7 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    from .harness import one_line  # the harness's formatter; imported late to keep the child's start lean
+    from .case import one_line  # imported late to keep the child's start lean
 
     return one_line(exc)
 
@@ -282,26 +282,3 @@ class Worker:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _gpu_env(gpu: int | None) -> dict[str, str]:
-    return {} if gpu is None else {"CUDA_VISIBLE_DEVICES": str(gpu)}
-
-
-def worker_for_gpu(gpu: int | None, timeout_s: float = 600.0) -> Worker:
-    """A worker pinned to one physical GPU (it sees it as cuda:0), or unpinned when gpu is None."""
-    return Worker(env=_gpu_env(gpu), timeout_s=timeout_s)
-
-
-def verify_in_worker(kernel_ref: str, shape, fmt_name: str, device: str, seeds: list[int]):
-    """Module-level entry for `Worker.call`: load a kernel by name or file and run `harness.verify_case`.
-
-    Returns the `CaseOutcome` (picklable). Kernel exceptions are outcomes, not crashes; only a dying
-    process or a broken CUDA context comes back as a crash.
-    """
-    from .arch import current_target
-    from .formats import gemm_format
-    from .harness import verify_case
-    from .kernels import get_kernel
-
-    return verify_case(get_kernel(kernel_ref), shape, gemm_format(fmt_name), current_target(device), seeds)

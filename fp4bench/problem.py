@@ -7,10 +7,15 @@
   sfa, sfb  [MN, K // block, L] scale dtype (row-major per batch, on the problem's device)
   sfa_permuted, sfb_permuted  the same scales as (32, 4, rest_mn, 4, rest_k, L) views of the blocked layout
   c  [M, N, L] output dtype, pre-filled with random values
-Element bytes are uniform over all 256 patterns and NVFP4 scales take the integer values 0..3, as in the
-competition (zero scales occur). MX scales are exponents drawn from 2^-3..2^3; MXFP8 elements are uniform
+NVFP4 problems (format "nvfp4") are the competition's own inputs, byte for byte, random stream included
+(fp4bench.competition): element bytes uniform over all 256 patterns, scales the integers 0..3 (zero scales
+occur). Other formats follow the same layout with their own draws (NVFP4 scales 0..3 for nvfp4-bf16). MX scales are exponents drawn from 2^-3..2^3; MXFP8 elements are uniform
 over the non-NaN e4m3 bytes. A dense bf16 operand (W4A16) is standard normal and has no scale tensors
 (None in their slots). Same seed, same device -> same data.
+
+A `Problem` is what a kernel is handed: the problem kind (today "gemm", the competition's nvfp4_gemm
+semantics generalised to every format), its format from the registry, its shape and the input tuple.
+Kernels read format facts from `problem.fmt` and sizes from `problem.shape`, never from tensor dtypes.
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ from .layouts import to_competition
 # enough that fp32 sums of random data stay far from overflow.
 MX_SCALE_EXPONENTS = (-3, 3)
 NVFP4_SCALE_VALUES = (0, 3)
+# The competition's harness advances the seed by this much for each further input of a case.
+SEED_STRIDE = 42
+# The format whose inputs are the NVFP4 GEMM competition's, byte for byte (fp4bench.competition).
+COMPETITION_FORMAT = "nvfp4"
+# Problem kinds a kernel may declare (`Kernel.problems`).
+GEMM = "gemm"
+PROBLEM_KINDS = (GEMM,)
 
 
 @dataclass(frozen=True, order=True)
@@ -47,13 +59,26 @@ class Shape:
     def with_seed(self, seed: int) -> "Shape":
         return Shape(self.m, self.n, self.k, self.l, seed)
 
+    def seeds(self, count: int, start: int = 0) -> list[int]:
+        """Seeds of inputs start .. start + count - 1 of this case (the competition's stride)."""
+        return [self.seed + SEED_STRIDE * i for i in range(start, start + count)]
+
+
+def min_bytes(shape: Shape, fmt: GemmFormat) -> int:
+    """Bytes a kernel must move at least: A, B and their scales read once, C written once."""
+    out_bytes = shape.m * shape.n * shape.l * torch.empty((), dtype=fmt.out_dtype).element_size()
+    return (fmt.a.bytes_for(shape.m, shape.k) + fmt.b.bytes_for(shape.n, shape.k)) * shape.l + out_bytes
+
 
 @dataclass
 class Problem:
+    """One problem instance: kind, format, shape and the competition-style input tuple `data`."""
+
     shape: Shape
     fmt: GemmFormat
     data: tuple
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    kind: str = GEMM
 
     @property
     def a(self):
@@ -75,14 +100,8 @@ class Problem:
     def c(self):
         return self.data[6]
 
-    def min_bytes(self) -> int:
-        """Bytes a kernel must move at least: A, B and their scales read once, C written once."""
-        s = self.shape
-        out_bytes = s.m * s.n * s.l * torch.empty((), dtype=self.fmt.out_dtype).element_size()
-        return (self.fmt.a.bytes_for(s.m, s.k) + self.fmt.b.bytes_for(s.n, s.k)) * s.l + out_bytes
-
     def with_c(self, c: torch.Tensor) -> "Problem":
-        return Problem(self.shape, self.fmt, self.data[:6] + (c,), self.device)
+        return Problem(self.shape, self.fmt, self.data[:6] + (c,), self.device, self.kind)
 
 
 def _random_elements(fmt: OperandFormat, rows: int, k: int, l: int, device) -> torch.Tensor:
@@ -140,8 +159,13 @@ def generate(shape: Shape, fmt: GemmFormat, device: str | torch.device = "cpu") 
     if reason:
         raise ValueError(reason)
     device = torch.device(device)
-    torch.manual_seed(shape.seed)
     m, n, k, l = shape.m, shape.n, shape.k, shape.l
+    if fmt.name == COMPETITION_FORMAT:
+        from .competition import generate_input
+
+        data = generate_input("nvfp4_gemm", device=device, m=m, n=n, k=k, l=l, seed=shape.seed)
+        return Problem(shape, fmt, data, device)
+    torch.manual_seed(shape.seed)
     a = _random_elements(fmt.a, m, k, l, device)
     b = _random_elements(fmt.b, n, k, l, device)
     c = torch.randn((l, m, n), device=device).to(fmt.out_dtype).permute(1, 2, 0)
@@ -155,17 +179,3 @@ def poison_output(problem: Problem) -> Problem:
     c = torch.full((problem.shape.l, problem.shape.m, problem.shape.n), float("nan"),
                    dtype=problem.fmt.out_dtype, device=problem.c.device).permute(1, 2, 0)
     return problem.with_c(c)
-
-
-def infer_format(data: tuple) -> GemmFormat:
-    """The GEMM format of a competition data tuple, read from its dtypes."""
-    from .formats import GEMM_FORMATS, SCALE_E8M0
-
-    a, b, sfa, sfb = data[:4]
-    if a.dtype == torch.bfloat16:
-        return GEMM_FORMATS["w4a16-mxfp4" if sfb.dtype == SCALE_E8M0.dtype else "w4a16-nvfp4"]
-    if a.dtype == torch.float8_e4m3fn:
-        return GEMM_FORMATS["w4a8"]
-    if sfa.dtype == SCALE_E8M0.dtype:
-        return GEMM_FORMATS["mxfp4"]
-    return GEMM_FORMATS["nvfp4-bf16" if data[6].dtype == torch.bfloat16 else "nvfp4"]

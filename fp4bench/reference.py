@@ -20,13 +20,14 @@ from dataclasses import dataclass
 import torch
 
 from .codecs import dequantize
+from .formats import GemmFormat
 from .problem import Problem
 
 
-def dequantize_operands(problem: Problem, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 A[M, K] and B[N, K] of one batch."""
-    a, b, sfa, sfb = problem.data[:4]
-    fa, fb = problem.fmt.a, problem.fmt.b
+def dequantize_operands(data: tuple, fmt: GemmFormat, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 A[M, K] and B[N, K] of one batch of a GEMM input tuple."""
+    a, b, sfa, sfb = data[:4]
+    fa, fb = fmt.a, fmt.b
     da = dequantize(a[:, :, batch], None if sfa is None else sfa[:, :, batch], fa)
     db = dequantize(b[:, :, batch], None if sfb is None else sfb[:, :, batch], fb)
     return da, db
@@ -55,7 +56,7 @@ def _batched_products(problem: Problem, accumulate: torch.dtype, magnitude: bool
     torch.set_float32_matmul_precision("highest")
     try:
         for i in range(s.l):
-            da, db = (x.to(accumulate) for x in dequantize_operands(problem, i))
+            da, db = (x.to(accumulate) for x in dequantize_operands(problem.data, problem.fmt, i))
             out[:, :, i] = da @ db.T
             if magnitude:
                 mag[:, :, i] = da.abs() @ db.abs().T

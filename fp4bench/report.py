@@ -1,4 +1,4 @@
-"""Rendering results: one table per format, CSV, markdown, and a progress bar on stderr.
+"""Rendering results: one table per format, CSV and markdown.
 
 Each table has one row per (kernel, shape) in run order and, after each kernel's rows, a geometric-mean row
 over the shapes that kernel passed and was timed on (only over the cells that have a value: speedup and
@@ -11,13 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
-import time
+import statistics
 from collections import OrderedDict
 
 from tabulate import tabulate
 
-from .harness import STATUS_PASS
+from .case import CaseRecord, CaseStatus
 from .problem import Shape
 
 COLUMNS = ("kernel", "shape", "status", "median us", "TFLOP/s", "GB/s", "% SOL", "speedup", "detail")
@@ -28,34 +27,28 @@ GEOMEAN = "geomean"
 
 
 def geometric_mean(values) -> float | None:
+    """The geometric mean of the positive, finite values among `values` (None and the rest ignored)."""
     vals = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
-    if not vals:
-        return None
-    return math.exp(sum(math.log(v) for v in vals) / len(vals))
+    return statistics.geometric_mean(vals) if vals else None
 
 
-def shape_label(shape: dict) -> str:
-    """A record's shape as 'MxNxK[xL]' (the text of `Shape`)."""
-    return str(Shape(shape["m"], shape["n"], shape["k"], shape.get("l", 1)))
+def shape_label(shape: Shape) -> str:
+    """A record's shape as 'MxNxK[xL]' (the text of `Shape`, without the seed)."""
+    return str(shape)
 
 
-def _shape_key(shape: dict) -> tuple:
-    return (shape["m"], shape["n"], shape["k"], shape.get("l", 1), shape.get("seed"))
+def _same_case_of(case: CaseRecord, kernel: str) -> tuple:
+    return (kernel,) + case.key[1:]
 
 
-def median_s(case: dict) -> float | None:
-    timing = case.get("timing")
-    return timing["stats"]["median"] if timing else None
-
-
-def speedups(cases: list[dict], baseline: str | None) -> dict[int, float]:
+def speedups(cases: list[CaseRecord], baseline: str | None) -> dict[int, float]:
     """Speedup of each timed case (by index) against the baseline's case of the same format and shape."""
     if not baseline:
         return {}
-    base = {(c["format"], _shape_key(c["shape"])): median_s(c) for c in cases if c["kernel"] == baseline}
+    base = {c.key: c.median_s for c in cases if c.kernel == baseline}
     out = {}
     for i, c in enumerate(cases):
-        mine, theirs = median_s(c), base.get((c["format"], _shape_key(c["shape"])))
+        mine, theirs = c.median_s, base.get(_same_case_of(c, baseline))
         if mine and theirs:
             out[i] = theirs / mine
     return out
@@ -65,16 +58,16 @@ def _num(v, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _metric(case: dict, key: str):
-    return (case.get("metrics") or {}).get(key)
+def _metric(case: CaseRecord, key: str):
+    return (case.metrics or {}).get(key)
 
 
-def format_rows(cases: list[dict], baseline: str | None) -> "OrderedDict[str, list[list[str]]]":
+def format_rows(cases: list[CaseRecord], baseline: str | None) -> "OrderedDict[str, list[list[str]]]":
     """Table rows per format (format -> rows), geometric-mean rows included."""
     speed = speedups(cases, baseline)
     by_format: OrderedDict[str, OrderedDict[str, list[int]]] = OrderedDict()
     for i, c in enumerate(cases):
-        by_format.setdefault(c["format"], OrderedDict()).setdefault(c["kernel"], []).append(i)
+        by_format.setdefault(c.format, OrderedDict()).setdefault(c.kernel, []).append(i)
     tables: OrderedDict[str, list[list[str]]] = OrderedDict()
     for fmt, kernels in by_format.items():
         rows = []
@@ -82,15 +75,15 @@ def format_rows(cases: list[dict], baseline: str | None) -> "OrderedDict[str, li
             timed = []
             for i in idxs:
                 c = cases[i]
-                med = median_s(c)
-                rows.append([kernel, shape_label(c["shape"]), c["status"].upper(),
+                med = c.median_s
+                rows.append([kernel, shape_label(c.shape), c.status.value.upper(),
                              _num(None if med is None else med * 1e6), _num(_metric(c, "tflops")),
                              _num(_metric(c, "gbps"), 1), _num(_metric(c, "pct_sol"), 1), _num(speed.get(i)),
-                             c.get("reason") or ""])
-                if c["status"] == STATUS_PASS and med is not None:
+                             c.reason or ""])
+                if c.status == CaseStatus.PASS and med is not None:
                     timed.append(i)
             if len(idxs) > 1 and timed:
-                gm_med = geometric_mean(median_s(cases[i]) for i in timed)
+                gm_med = geometric_mean(cases[i].median_s for i in timed)
                 rows.append([kernel, f"{GEOMEAN} ({len(timed)}/{len(idxs)})", "",
                              _num(gm_med * 1e6),
                              _num(geometric_mean(_metric(cases[i], "tflops") for i in timed)),
@@ -101,7 +94,7 @@ def format_rows(cases: list[dict], baseline: str | None) -> "OrderedDict[str, li
     return tables
 
 
-def render_tables(cases: list[dict], baseline: str | None = None, markdown: bool = False,
+def render_tables(cases: list[CaseRecord], baseline: str | None = None, markdown: bool = False,
                   clock_note: str | None = None) -> str:
     fmt = "github" if markdown else "simple"
     parts = []
@@ -114,13 +107,13 @@ def render_tables(cases: list[dict], baseline: str | None = None, markdown: bool
     return "\n\n".join(parts)
 
 
-def render_csv(cases: list[dict], baseline: str | None = None) -> str:
+def render_csv(cases: list[CaseRecord], baseline: str | None = None) -> str:
     speed = speedups(cases, baseline)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for i, c in enumerate(cases):
-        timing = c.get("timing") or {}
+        timing = c.timing or {}
         stats = timing.get("stats") or {}
 
         def us(key):
@@ -130,53 +123,22 @@ def render_csv(cases: list[dict], baseline: str | None = None) -> str:
         def opt(v):
             return "" if v is None else f"{v:.6g}"
 
-        s = c["shape"]
-        w.writerow([c["format"], c["kernel"], c.get("role", ""), shape_label(s), s["m"], s["n"], s["k"],
-                    s.get("l", 1), c["status"], us("median"), us("mean"), us("std"), us("min"), us("p10"),
-                    us("p90"), stats.get("n", ""), opt(_metric(c, "tflops")), opt(_metric(c, "gbps")),
-                    opt(_metric(c, "pct_sol")), opt(speed.get(i)), timing.get("clock", ""),
-                    timing.get("mode", ""), c.get("reason") or ""])
+        s = c.shape
+        w.writerow([c.format, c.kernel, c.role or "", shape_label(s), s.m, s.n, s.k, s.l, c.status.value,
+                    us("median"), us("mean"), us("std"), us("min"), us("p10"), us("p90"), stats.get("n", ""),
+                    opt(_metric(c, "tflops")), opt(_metric(c, "gbps")), opt(_metric(c, "pct_sol")),
+                    opt(speed.get(i)), timing.get("clock", ""), timing.get("mode", ""), c.reason or ""])
     return buf.getvalue()
 
 
-class ProgressBar:
-    """`[#####.....] 12/40 kernel fmt shape` on one stderr line; plain lines when stderr is not a terminal."""
+def _err(x) -> str:
+    return "-" if x is None or x != x else f"{x:.3g}"
 
-    WIDTH = 24
 
-    def __init__(self, total: int, stream=None, enabled: bool = True):
-        self.total = max(total, 1)
-        self.done = 0
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.started = time.monotonic()
-
-    def _line(self, label: str) -> str:
-        filled = self.WIDTH * self.done // self.total
-        bar = "#" * filled + "." * (self.WIDTH - filled)
-        return f"[{bar}] {self.done}/{self.total} {time.monotonic() - self.started:5.0f}s {label}"
-
-    def start(self, label: str) -> None:
-        """Show what is running now."""
-        if not self.enabled:
-            return
-        if self.tty:
-            self.stream.write("\r\033[K" + self._line(label))
-            self.stream.flush()
-
-    def advance(self, label: str) -> None:
-        """One more case finished (with its outcome in `label`)."""
-        self.done += 1
-        if not self.enabled:
-            return
-        if self.tty:
-            self.stream.write("\r\033[K" + self._line(label))
-        else:
-            self.stream.write(self._line(label) + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+def render_checks(cases: list[CaseRecord]) -> str:
+    """The table of a check-only run (verify): status, worst errors and the reason per case."""
+    rows = [[c.kernel, c.format, shape_label(c.shape), c.status.value.upper(),
+             _err((c.check or {}).get("max_abs_err")), _err((c.check or {}).get("max_rel_err")), c.reason or ""]
+            for c in cases]
+    return tabulate(rows, headers=["kernel", "format", "shape", "status", "max abs", "max rel", "detail"],
+                    disable_numparse=True)

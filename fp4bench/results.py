@@ -1,16 +1,27 @@
-"""The results document of `fp4bench run`: a versioned JSON schema, an environment fingerprint, atomic writes.
+"""The results document of `fp4bench run` and `verify`: a versioned JSON schema, an environment fingerprint,
+atomic writes.
 
-Document (schema `SCHEMA_VERSION`):
-    {"schema": "fp4bench-results", "schema_version": 1,
-     "environment": {...fingerprint...},
-     "settings": {...timing and selection options...},
+Document (schema `SCHEMA`, version `SCHEMA_VERSION` = 2):
+    {"schema": "fp4bench-results", "schema_version": 2,
+     "environment": {created, host, platform, command, argv, gpus: [device facts], software: {fp4bench,
+                     fp4bench_commit, python, torch, torch_cuda, triton, cutlass, cuda_python},
+                     clocks: {start, end}},
+     "settings": {shapes, groups, formats, kernels, baseline, device, gpus, isolation, timing (or null for
+                  verify), check_seeds, ceilings, shard},
      "cases": [case, ...]}
-A case is the dict `runner.run_case` returns: kernel, role, format, shape {m, n, k, l, seed}, status
-(pass/fail/error/skip), reason, check (CheckResult fields), timing (Measurement.to_dict, absent unless the
-case passed), sol (SolEstimate.to_dict), metrics (tflops, gbps, pct_sol), gpu (index or null).
+A case is `fp4bench.case.CaseRecord.to_dict()`:
+    kernel, role, problem ("gemm"), format, shape {m, n, k, l, seed}, gpu (physical index or null),
+    status ("pass" | "fail" | "error" | "skip"), reason, check (CheckResult fields of the worst input),
+    findings [str], config (the launch configuration, with "source": "tuned" | "heuristic"; null for kernels
+    without launch choices), tuning (candidates' {config, median_us, rse} when tuning ran, else null),
+    timing (Measurement.to_dict: stats in seconds, mode, clock, timer, stop_reason, converged, ...; only for
+    passed, timed cases), sol (SolEstimate.to_dict), metrics {tflops, gbps, pct_sol}, notes [str], seconds.
+Version 1 (before problem kinds and recorded configurations) is read too: its cases gain problem "gemm" and
+no config (`upgrade_v1`). Documents are always written as the current version.
 
 Every write goes to a temporary file in the same folder and is renamed over the target, so a reader (or a
-crash) never sees half a document. `ResultsWriter.add(case)` rewrites the whole document after each case.
+crash) never sees half a document; files are created readable by everyone (0644), as CI artifact steps
+running as another user need. `ResultsWriter.add(case)` rewrites the whole document after each case.
 """
 
 from __future__ import annotations
@@ -26,8 +37,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .case import CaseRecord
+
 SCHEMA = "fp4bench-results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+FILE_MODE = 0o644
 
 
 class ResultsFileError(ValueError):
@@ -43,6 +58,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; results are shared artifacts.
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -71,13 +88,20 @@ def write_results(path: str | Path, doc: dict) -> None:
     atomic_write_text(path, dumps(doc))
 
 
-def make_document(environment: dict, settings: dict, cases: list[dict]) -> dict:
+def make_document(environment: dict, settings: dict, cases: list[CaseRecord]) -> dict:
+    """A document ready to write: the cases in their JSON form."""
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "environment": environment,
-            "settings": settings, "cases": list(cases)}
+            "settings": settings, "cases": [c.to_dict() for c in cases]}
+
+
+def upgrade_v1(case: dict) -> dict:
+    """A version-1 case in the version-2 form: the GEMM problem kind, no recorded configuration."""
+    return {"problem": "gemm", "config": None, "tuning": None, **case}
 
 
 def load_results(path: str | Path) -> dict:
-    """A results document, checked for its schema; any problem is one-line `ResultsFileError`."""
+    """A results document with its cases as `CaseRecord`s, checked for its schema (version 1 is upgraded);
+    any problem is one-line `ResultsFileError`."""
     try:
         doc = json.loads(Path(path).read_text())
     except OSError as e:
@@ -86,11 +110,22 @@ def load_results(path: str | Path) -> dict:
         raise ResultsFileError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise ResultsFileError(f"{path}: not an fp4bench results file")
-    if doc.get("schema_version") != SCHEMA_VERSION:
-        raise ResultsFileError(f"{path}: schema version {doc.get('schema_version')!r}; "
-                               f"this fp4bench reads version {SCHEMA_VERSION}")
+    version = doc.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise ResultsFileError(f"{path}: schema version {version!r}; this fp4bench reads versions "
+                               f"{', '.join(map(str, READABLE_VERSIONS))}")
     if not isinstance(doc.get("cases"), list):
         raise ResultsFileError(f"{path}: 'cases' must be a list")
+    records = []
+    for i, case in enumerate(doc["cases"]):
+        try:
+            records.append(CaseRecord.from_dict(upgrade_v1(case) if version == 1 else case))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ResultsFileError(f"{path}: case {i} is malformed ({type(e).__name__}: {e})") from None
+    doc["cases"] = records
+    doc["schema_version"] = SCHEMA_VERSION
+    doc.setdefault("settings", {})
+    doc.setdefault("environment", {})
     return doc
 
 
@@ -101,12 +136,12 @@ class ResultsWriter:
         self.path = Path(path)
         self.environment = environment or {}
         self.settings = settings or {}
-        self.cases: list[dict] = []
+        self.cases: list[CaseRecord] = []
 
     def document(self) -> dict:
         return make_document(self.environment, self.settings, self.cases)
 
-    def add(self, case: dict) -> None:
+    def add(self, case: CaseRecord) -> None:
         self.cases.append(case)
         self.flush()
 
@@ -117,23 +152,34 @@ class ResultsWriter:
 # ---------------------------------------------------------------------------------------------
 # environment fingerprint
 # ---------------------------------------------------------------------------------------------
+def _is_fp4bench_checkout(directory: Path) -> bool:
+    return (directory / "pyproject.toml").is_file() and (directory / "fp4bench" / "__init__.py").is_file()
+
+
 def git_commit(repo_dir: Path | None = None) -> str | None:
     """The commit of the fp4bench checkout (with '-dirty' when it has local changes); None outside git.
 
-    A copy of the tree without .git (a CI artifact, a remote GPU machine) names its commit in FP4BENCH_GIT_COMMIT.
+    Looked for beside the package (an editable install) and, for a regular install run inside a clone of
+    fp4bench, in the working directory. A copy of the tree without .git (a CI artifact, a remote GPU
+    machine) names its commit in FP4BENCH_GIT_COMMIT.
     """
     if os.environ.get("FP4BENCH_GIT_COMMIT"):
         return os.environ["FP4BENCH_GIT_COMMIT"]
-    cwd = repo_dir or Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    candidates = [repo_dir] if repo_dir else [Path(__file__).resolve().parent.parent, Path.cwd()]
+    for cwd in candidates:
+        try:
+            top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True,
+                                 timeout=10)
+            if top.returncode != 0 or not (repo_dir or _is_fp4bench_checkout(Path(top.stdout.strip()))):
+                continue
+            head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                   capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if head.returncode == 0:
+            return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return None
 
 
 def _module_version(name: str) -> str | None:

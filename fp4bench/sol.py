@@ -1,7 +1,7 @@
 """Speed of light (SOL) of a problem from measured ceilings, never from datasheets.
 
 SOL time = max(FLOPs / matrix rate of the kernel's math path, bytes / copy bandwidth), where
-- FLOPs = `Shape.flops` (2·M·N·K·L) and bytes = `Problem.min_bytes()` (A, B, both scale tensors, C);
+- FLOPs = `Shape.flops` (2·M·N·K·L) and bytes = `problem.min_bytes(shape, fmt)` (A, B, both scale tensors, C);
 - the math path is the tensor-core input type a kernel multiplies in: `Kernel.math_path`, or, when a kernel
   declares none, the format's exact dense dtype (`GemmFormat.compute_dtype`: fp16 or bf16);
 - the rates come from `fp4bench device --measure` (`Ceilings`). fp16 and bf16 run at the same tensor-core
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .formats import GemmFormat
-from .problem import Problem, Shape
+from .problem import Shape, min_bytes
 
 MATH_PATHS = ("fp4", "fp8", "fp16", "bf16", "fp32")
 # Which measured rate bounds each math path.
@@ -54,11 +54,6 @@ def math_path_of(kernel, fmt: GemmFormat) -> str:
     return PATH_FOR_DTYPE_NAME[str(fmt.compute_dtype)]
 
 
-def problem_bytes(shape: Shape, fmt: GemmFormat) -> int:
-    """Minimum bytes moved (A, B, scales read once, C written once), without generating any data."""
-    return Problem(shape, fmt, ()).min_bytes()
-
-
 @dataclass(frozen=True)
 class SolEstimate:
     flops: int
@@ -87,7 +82,7 @@ class SolEstimate:
 
 
 def estimate(shape: Shape, fmt: GemmFormat, math_path: str, ceilings: Ceilings | None) -> SolEstimate:
-    flops, nbytes = shape.flops, problem_bytes(shape, fmt)
+    flops, nbytes = shape.flops, min_bytes(shape, fmt)
     if ceilings is None:
         return SolEstimate(flops, nbytes, math_path, None, None)
     rate = ceilings.rate_for(math_path)

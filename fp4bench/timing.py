@@ -43,6 +43,11 @@ LEAD_MARGIN = 1.5
 MODE_EAGER = "eager"
 MODE_GRAPH = "graph"
 MODES = (MODE_EAGER, MODE_GRAPH)
+# Timing back-ends (`TimingOptions.timer`): this module's own timer, or NVIDIA nvbench through its Python
+# package cuda-bench (fp4bench.nvbench_timer), for users who trust nvbench's numbers.
+TIMER_OWN = "fp4bench"
+TIMER_NVBENCH = "nvbench"
+TIMERS = (TIMER_OWN, TIMER_NVBENCH)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,6 +125,35 @@ class StoppingRule:
         if elapsed_s >= self.budget_s and n >= 2:
             return "budget"
         return None
+
+
+@dataclass(frozen=True)
+class TimingOptions:
+    """How cases are timed: the one declaration of the timing defaults (the CLI reads them from here)."""
+
+    mode: str = MODE_EAGER
+    cold_l2: bool = True
+    target_rse: float = DEFAULT_TARGET_RSE
+    budget_s: float = DEFAULT_BUDGET_S
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    max_samples: int = DEFAULT_MAX_SAMPLES
+    keep_samples: bool = True
+    timer: str = TIMER_OWN
+    # A CPU run is a smoke check: cases past this many GFLOP are skipped with the reason (None: no limit).
+    cpu_max_gflop: float | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown timing mode {self.mode!r}; use {' or '.join(MODES)}")
+        if self.timer not in TIMERS:
+            raise ValueError(f"unknown timer {self.timer!r}; use {' or '.join(TIMERS)}")
+
+    @property
+    def rule(self) -> "StoppingRule":
+        return StoppingRule(self.target_rse, self.budget_s, self.min_samples, self.max_samples)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,12 +281,18 @@ class Measurement:
     warmup_calls: int = 0
     seconds: float = 0.0
     dropped_batches: int = 0   # batches thrown away because the host fell behind the GPU
+    timer: str = "fp4bench"    # the back-end that measured (TIMERS)
+
+    @property
+    def converged(self) -> bool:
+        """Whether the stopping rule reached its noise target (not the budget or the sample cap)."""
+        return self.stop_reason == "converged"
 
     def to_dict(self, keep_samples: bool = True) -> dict:
         d = {"stats": self.stats.to_dict(), "mode": self.mode, "clock": self.clock, "cold_l2": self.cold_l2,
              "input_sets": self.input_sets, "calls_per_sample": self.calls_per_sample,
-             "stop_reason": self.stop_reason, "warmup_calls": self.warmup_calls, "seconds": self.seconds,
-             "dropped_batches": self.dropped_batches}
+             "stop_reason": self.stop_reason, "converged": self.converged, "warmup_calls": self.warmup_calls,
+             "seconds": self.seconds, "dropped_batches": self.dropped_batches, "timer": self.timer}
         if keep_samples:
             d["samples"] = list(self.samples)
         return d
@@ -338,3 +378,18 @@ def measure(fn: Callable[[tuple], object], inputs: Sequence[tuple], *, device: t
                        cold_l2=cold_l2, input_sets=len(inputs), calls_per_sample=per_sample_calls,
                        stop_reason=stop, warmup_calls=warmup, seconds=time.perf_counter() - began,
                        dropped_batches=getattr(timer, "dropped_batches", 0))
+
+
+def time_kernel(fn: Callable[[tuple], object], inputs: Sequence[tuple], *, device: torch.device,
+                options: TimingOptions, l2_bytes: int = 0, mode: str | None = None) -> Measurement:
+    """The one timing entry point: `fn` over `inputs` with the back-end, mode and stopping rule of `options`.
+
+    `mode` overrides `options.mode` (the engine falls back to eager when a kernel cannot be captured)."""
+    mode = options.mode if mode is None else mode
+    if options.timer == TIMER_NVBENCH:
+        from .nvbench_timer import measure_nvbench
+
+        return measure_nvbench(fn, inputs, device=device, rule=options.rule, mode=mode, cold_l2=options.cold_l2,
+                               l2_bytes=l2_bytes)
+    return measure(fn, inputs, device=device, rule=options.rule, mode=mode, cold_l2=options.cold_l2,
+                   l2_bytes=l2_bytes)

@@ -15,7 +15,7 @@ from fp4bench.cli import main
 from fp4bench.commands import common
 from fp4bench.errors import InputError
 from fp4bench.formats import gemm_format
-from fp4bench.harness import case_bytes
+from fp4bench.pipeline import case_bytes
 from fp4bench.problem import Shape
 
 PLANTED = Path(__file__).parent / "fixtures" / "kernels"

@@ -12,7 +12,7 @@ import torch
 
 from fp4bench.arch import CPU, Target
 from fp4bench.formats import gemm_format
-from fp4bench.harness import verify_case
+from fp4bench.pipeline import check_case
 from fp4bench.kernels import all_kernels, get_kernel
 from fp4bench.problem import Shape, generate, poison_output
 from fp4bench.reference import reference_gemm
@@ -31,7 +31,7 @@ def test_baselines_are_registered_as_baselines():
 @pytest.mark.parametrize("name", ["torch-dequant-mm", "cublas-dense"])
 @pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "w4a8", "w4a16-nvfp4", "w4a16-mxfp4"])
 def test_dense_baselines_pass_on_cpu(name, fmt):
-    outcome = verify_case(get_kernel(name), SHAPE, gemm_format(fmt), CPU, [7, 49])
+    outcome = check_case(get_kernel(name), SHAPE, gemm_format(fmt), CPU, [7, 49])
     assert outcome.status == "pass", outcome.reason
     assert outcome.check.max_abs_err == outcome.check.max_abs_err   # a real comparison happened (not NaN)
 
@@ -68,11 +68,11 @@ def test_triton_dot_scaled_in_the_interpreter():
     script = (
         "from fp4bench.arch import CPU\n"
         "from fp4bench.formats import gemm_format\n"
-        "from fp4bench.harness import verify_case\n"
+        "from fp4bench.pipeline import check_case\n"
         "from fp4bench.kernels import get_kernel\n"
         "from fp4bench.problem import Shape\n"
         "for f in ('mxfp4', 'w4a16-mxfp4'):\n"
-        "    o = verify_case(get_kernel('triton-dot-scaled'), Shape(96, 80, 160), gemm_format(f), CPU, [3])\n"
+        "    o = check_case(get_kernel('triton-dot-scaled'), Shape(96, 80, 160), gemm_format(f), CPU, [3])\n"
         "    print(f, o.status, o.reason)\n"
     )
     env = dict(os.environ, TRITON_INTERPRET="1")
@@ -88,5 +88,5 @@ def test_triton_dot_scaled_in_the_interpreter():
 def test_baselines_pass_on_the_gpu(name, fmt):
     from fp4bench.arch import current_target
 
-    outcome = verify_case(get_kernel(name), Shape(256, 384, 1024), gemm_format(fmt), current_target("cuda"), [1, 43])
+    outcome = check_case(get_kernel(name), Shape(256, 384, 1024), gemm_format(fmt), current_target("cuda"), [1, 43])
     assert outcome.status in ("pass", "skip"), outcome.reason

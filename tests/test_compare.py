@@ -4,6 +4,7 @@ missing cases, environment mismatches, markdown, exit codes, baselines; and two 
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from fp4bench.cli import main
 from fp4bench.compare import (CORRECTNESS, IMPROVED, MISSING, NEW, NOISE, NOT_TIMED, REGRESSION, SAME,
                               CompareInputError, baseline_path, compare_documents, gpu_slug, parse_threshold,
                               render_markdown, save_baseline)
+from fp4bench.case import CaseRecord, CaseStatus
+from fp4bench.problem import Shape
 from fp4bench.results import load_results, make_document, write_results
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -28,16 +31,27 @@ def case(kernel="k", fmt="nvfp4", m=128, n=256, k=512, median_us=10.0, std_us=0.
                                             "std": std_us * 1e-6, "p10": (median_us - std_us) * 1e-6,
                                             "p90": (median_us + std_us) * 1e-6},
                   "samples": [median_us * 1e-6] * 3}
-    return {"kernel": kernel, "format": fmt, "shape": {"m": m, "n": n, "k": k, "l": 1, "seed": 1111},
-            "status": status, "reason": None if status == "pass" else "3 of 9 elements mismatch", "timing": timing}
+    return CaseRecord(kernel=kernel, format=fmt, shape=Shape(m, n, k, 1, 1111), status=CaseStatus(status),
+                      reason=None if status == "pass" else "3 of 9 elements mismatch", timing=timing)
 
 
-def doc(cases, gpu=H200):
+def saved(cases, gpu=H200):
+    """A document as written to a file."""
     return make_document({"gpus": [gpu] if gpu else [], "software": {"torch": "2.11"}}, {}, cases)
 
 
+def doc(cases, gpu=H200):
+    """A document as `load_results` returns it (cases as records)."""
+    return {**saved([], gpu), "cases": list(cases)}
+
+
+def squash(text: str) -> str:
+    """Markdown with tabulate's column padding folded to single spaces."""
+    return re.sub(r" {2,}", " ", text)
+
+
 def verdicts(result):
-    return {(r.key[0], r.key[2]): r.verdict for r in result.rows}
+    return {(r.key[0], r.key[3]): r.verdict for r in result.rows}
 
 
 def test_same_timings_pass():
@@ -91,18 +105,20 @@ def test_new_and_missing_cases_warn_and_fail_only_when_strict():
     assert strict.exit_code == 1 and strict.errors
 
 
-def test_different_gpu_or_driver_warns_or_is_refused_when_strict():
+def test_different_gpu_is_refused_unless_allowed_and_driver_warns():
     other = {**H200, "name": "NVIDIA H100 80GB HBM3"}
-    result = compare_documents(doc([case()]), doc([case()], gpu=other))
+    with pytest.raises(CompareInputError, match="different GPUs .*--allow-gpu-change"):
+        compare_documents(doc([case()]), doc([case()], gpu=other))
+    result = compare_documents(doc([case()]), doc([case()], gpu=other), allow_gpu_change=True)
     assert any("GPU differs" in w and "H100" in w for w in result.warnings) and result.exit_code == 0
     newer_driver = {**H200, "driver_version": "590.10"}
     assert any("driver differs" in w for w in compare_documents(doc([case()]), doc([case()], newer_driver)).warnings)
     with pytest.raises(CompareInputError, match="not comparable"):
-        compare_documents(doc([case()]), doc([case()], gpu=other), strict=True)
+        compare_documents(doc([case()]), doc([case()], gpu=other), strict=True, allow_gpu_change=True)
 
 
 def test_cpu_and_gpu_clocks_are_never_compared():
-    result = compare_documents(doc([case(clock="cuda")]), doc([case(clock="cpu")], gpu=None))
+    result = compare_documents(doc([case(clock="cuda")]), doc([case(clock="cpu")], gpu=None), allow_gpu_change=True)
     assert result.rows[0].ratio is None and "clocks differ" in result.rows[0].detail
     assert any("clock differs" in w for w in result.warnings)
 
@@ -140,15 +156,15 @@ def test_markdown_summary_lists_every_case_worst_first():
     table = [line for line in text.splitlines() if line.startswith("| a ") or line.startswith("| b ")
              or line.startswith("| c ")]
     assert [line.split("|")[1].strip() for line in table] == ["c", "b", "a"]
-    assert "| 10 ± 0.1 | 20 ± 0.1 | 2.000 | 🔻 regression |" in text
+    assert "| 10 ± 0.1 | 20 ± 0.1 | 2.000 | 🔻 regression |" in squash(text)
     assert "1 correctness failure, 1 regression, 1 ok" in text
 
 
 def test_save_baseline_drops_samples_and_names_the_file_by_gpu(tmp_path):
-    path = save_baseline(doc([case()]), tmp_path)
+    path = save_baseline(saved([case()]), tmp_path)
     assert path == tmp_path / "nvidia-h200.json"
     stored = load_results(path)
-    assert "samples" not in stored["cases"][0]["timing"] and stored["cases"][0]["timing"]["stats"]["n"] == 50
+    assert "samples" not in stored["cases"][0].timing and stored["cases"][0].timing["stats"]["n"] == 50
     assert gpu_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3" and gpu_slug(None) == "cpu"
     assert baseline_path(tmp_path, doc([case()], gpu=None)).name == "cpu.json"
 
@@ -162,11 +178,11 @@ def invoke(*args):
 
 def test_cli_exit_codes_and_directory_baseline(tmp_path):
     base_dir = tmp_path / "baselines"
-    save_baseline(doc([case("a"), case("b")]), base_dir)
+    save_baseline(saved([case("a"), case("b")]), base_dir)
     good, slow, broken = tmp_path / "good.json", tmp_path / "slow.json", tmp_path / "broken.json"
-    write_results(good, doc([case("a"), case("b", median_us=10.1)]))
-    write_results(slow, doc([case("a"), case("b", median_us=13.0)]))
-    write_results(broken, doc([case("a"), case("b", status="error")]))
+    write_results(good, saved([case("a"), case("b", median_us=10.1)]))
+    write_results(slow, saved([case("a"), case("b", median_us=13.0)]))
+    write_results(broken, saved([case("a"), case("b", status="error")]))
     r = invoke(base_dir, good)
     assert r.exit_code == 0, r.output
     assert "nvidia-h200.json" in r.output and "No regression." in r.output
@@ -184,7 +200,7 @@ def test_cli_exit_codes_and_directory_baseline(tmp_path):
 ])
 def test_cli_unusable_files_exit_2_with_one_line(tmp_path, content, message):
     good = tmp_path / "good.json"
-    write_results(good, doc([case()]))
+    write_results(good, saved([case()]))
     bad = tmp_path / "bad.json"
     bad.write_text(content)
     for args in ((bad, good), (good, bad)):
@@ -195,17 +211,18 @@ def test_cli_unusable_files_exit_2_with_one_line(tmp_path, content, message):
 
 def test_cli_other_unusable_inputs(tmp_path):
     good = tmp_path / "good.json"
-    write_results(good, doc([case()]))
+    write_results(good, saved([case()]))
     other_gpu = tmp_path / "other.json"
-    write_results(other_gpu, doc([case()], gpu={**H200, "name": "NVIDIA H100"}))
+    write_results(other_gpu, saved([case()], gpu={**H200, "name": "NVIDIA H100"}))
     cases = [((tmp_path / "missing.json", good), "cannot read"),
              ((good, good, "--threshold", "5"), "ambiguous"),
              ((tmp_path, good), "no baseline nvidia-h200.json"),
-             ((good, other_gpu, "--strict"), "not comparable")]
+             ((good, other_gpu), "different GPUs"),
+             ((good, other_gpu, "--strict", "--allow-gpu-change"), "not comparable")]
     for args, message in cases:
         r = invoke(*args)
         assert r.exit_code == 2 and message in r.output, (args, r.output)
-    assert invoke(good, other_gpu).exit_code == 0
+    assert invoke(good, other_gpu, "--allow-gpu-change").exit_code == 0
 
 
 SHAPES = textwrap.dedent("""\
@@ -243,7 +260,7 @@ def test_compare_two_real_runs_then_a_slowed_kernel(tmp_path, one_thread):
     # call, far beyond any threshold, so a generous one keeps the honest pair stable.
     r = invoke(first, second, "--threshold", "200%")
     assert r.exit_code == 0, r.output
-    assert "| correct | nvfp4 | 64x96x256x2 |" in r.output and "No regression." in r.output
+    assert "| correct | nvfp4 | 64x96x256x2 |" in squash(r.output) and "No regression." in r.output
     slowed = real_run(tmp_path, FIXTURES / "slowed" / "correct.py", "slowed")
     assert json.loads(slowed.read_text())["cases"][0]["kernel"] == "correct"
     r = invoke(first, slowed, "--threshold", "200%")

@@ -21,7 +21,8 @@ from fp4bench.arch import CPU, Target
 from fp4bench.build import build_many, find_cuobjdump
 from fp4bench.cli import main
 from fp4bench.formats import GEMM_FORMATS
-from fp4bench.harness import STATUS_SKIP, verify_case
+from fp4bench.case import CaseStatus
+from fp4bench.pipeline import check_case
 from fp4bench.kernels import all_kernels
 from fp4bench.kernels import cutlass_blackwell as cb
 from fp4bench.layouts import blocked_numel, blocked_offset
@@ -158,8 +159,8 @@ def test_missing_toolchain_is_a_reason_on_the_right_gpu(monkeypatch):
 def test_harness_skips_without_attempting(monkeypatch):
     k = _kernel("sm120-nvfp4")
     monkeypatch.setattr(k, "prepare", lambda problem: pytest.fail("a skipped kernel was prepared"))
-    out = verify_case(k, Shape(128, 256, 256), GEMM_FORMATS["nvfp4"], CPU, [1111])
-    assert out.status == STATUS_SKIP and out.reason
+    out = check_case(k, Shape(128, 256, 256), GEMM_FORMATS["nvfp4"], CPU, [1111])
+    assert out.status == CaseStatus.SKIP and out.reason
 
 
 def test_config_tables_agree():

@@ -1,4 +1,4 @@
-"""Integrity checks (fp4bench.integrity through harness.verify_case): each planted kernel is caught with
+"""Integrity checks (fp4bench.integrity through pipeline.check_case): each planted kernel is caught with
 the right reason, an honest kernel is never flagged, and the guarded output looks to a kernel exactly
 like the unguarded one. All on the CPU, on fresh random data."""
 
@@ -13,7 +13,8 @@ import torch
 from fp4bench import integrity
 from fp4bench.arch import CPU
 from fp4bench.formats import GEMM_FORMATS, gemm_format
-from fp4bench.harness import STATUS_ERROR, STATUS_FAIL, STATUS_PASS, check_kernel_once, recheck_case, verify_case
+from fp4bench.case import CaseStatus
+from fp4bench.pipeline import check_case, check_once
 from fp4bench.kernels import get_kernel
 from fp4bench.kernels.torch_ref import TorchReference
 from fp4bench.problem import Shape, generate, poison_output
@@ -30,13 +31,13 @@ def planted(name: str):
 
 
 def verify(name: str, shape: Shape = SHAPE, seeds=SEEDS, fmt=NVFP4):
-    return verify_case(planted(name), shape, fmt, CPU, list(seeds))
+    return check_case(planted(name), shape, fmt, CPU, list(seeds))
 
 
 @pytest.mark.parametrize("fmt_name", ["nvfp4", "mxfp4"])
 def test_honest_kernel_passes_every_check(fmt_name):
-    outcome = verify_case(TorchReference(), Shape(48, 80, 128, 2, seed=3), gemm_format(fmt_name), CPU, [3, 45])
-    assert outcome.status == STATUS_PASS, outcome.reason
+    outcome = check_case(TorchReference(), Shape(48, 80, 128, 2, seed=3), gemm_format(fmt_name), CPU, [3, 45])
+    assert outcome.status == CaseStatus.PASS, outcome.reason
     assert outcome.findings == []
     assert outcome.run_to_run_diff == 0.0
     assert outcome.check.passed and outcome.check.total == 48 * 80 * 2
@@ -50,33 +51,33 @@ def test_honest_kernel_passes_every_check(fmt_name):
 ])
 def test_cheating_kernel_is_flagged(name, check, words):
     outcome = verify(name)
-    assert outcome.status == STATUS_FAIL
+    assert outcome.status == CaseStatus.FAIL
     assert check in outcome.reason and words in outcome.reason, outcome.reason
     assert any(f.startswith(check) for f in outcome.findings)
 
 
 def test_cache_is_caught_with_a_single_seed():
-    # One seed alone cannot reveal a cache; the harness draws a probe input for it.
+    # One seed alone cannot reveal a cache; the pipeline draws a probe input for it.
     outcome = verify("cached", seeds=[11])
-    assert outcome.status == STATUS_FAIL and integrity.CACHED_OUTPUT in outcome.reason
+    assert outcome.status == CaseStatus.FAIL and integrity.CACHED_OUTPUT in outcome.reason
 
 
 def test_nan_writer_fails_on_the_nan():
     outcome = verify("nan_writer")
-    assert outcome.status == STATUS_FAIL
+    assert outcome.status == CaseStatus.FAIL
     assert "1 of" in outcome.reason and "1 NaN" in outcome.reason
 
 
 def test_partial_writer_fails_on_unwritten_rows():
     outcome = verify("partial_writer")
     half = (SHAPE.m // 2) * SHAPE.n
-    assert outcome.status == STATUS_FAIL
+    assert outcome.status == CaseStatus.FAIL
     assert f"{half} of {SHAPE.m * SHAPE.n} elements mismatch ({half} NaN" in outcome.reason
 
 
 def test_nondeterminism_is_reported_without_failing():
     outcome = verify("nondeterministic")
-    assert outcome.status == STATUS_PASS
+    assert outcome.status == CaseStatus.PASS
     assert outcome.run_to_run_diff > 0
     assert outcome.findings and outcome.findings[0].startswith(integrity.NONDETERMINISTIC)
     assert "differ between two runs" in outcome.reason
@@ -84,7 +85,7 @@ def test_nondeterminism_is_reported_without_failing():
 
 def test_raising_kernel_is_an_error_with_its_message():
     outcome = verify("raises")
-    assert outcome.status == STATUS_ERROR
+    assert outcome.status == CaseStatus.ERROR
     assert "ValueError: tile configuration not supported" in outcome.reason
 
 
@@ -112,7 +113,7 @@ def test_checked_run_reports_every_finding_and_folds_them_into_the_check():
     expected = expected_output(problem)
 
     def everything_wrong(data):
-        TorchReference().run(data)            # correct values in c
+        TorchReference().prepare(problem)(data)   # correct values in c
         data[1].view(torch.uint8)[0, 0, 0] ^= 0xFF
         flat = data[6].permute(2, 0, 1).reshape(-1)
         torch.as_strided(flat, (flat.numel() + 1,), (1,), flat.storage_offset())[-1] = 1.0
@@ -130,13 +131,14 @@ def test_checked_run_reports_every_finding_and_folds_them_into_the_check():
 def test_returning_c_itself_or_a_fresh_tensor_is_not_aliasing():
     problem = generate(SHAPE, NVFP4)
     expected = expected_output(problem)
-    in_place = integrity.checked_run(TorchReference().run, problem, expected, lambda: None)
-    fresh = integrity.checked_run(lambda d: TorchReference().run(d).clone(), problem, expected, lambda: None)
+    run = TorchReference().prepare(problem)
+    in_place = integrity.checked_run(run, problem, expected, lambda: None)
+    fresh = integrity.checked_run(lambda d: run(d).clone(), problem, expected, lambda: None)
     assert in_place.passed and fresh.passed
 
 
 def test_recheck_after_timing_catches_a_kernel_that_goes_stale():
-    honest = TorchReference()
+    honest = TorchReference().prepare(generate(SHAPE, NVFP4))
     calls = {"n": 0}
     stale: dict = {}
 
@@ -144,16 +146,17 @@ def test_recheck_after_timing_catches_a_kernel_that_goes_stale():
         # Right on its first three calls (the checks before timing), then replays its last answer.
         calls["n"] += 1
         if calls["n"] <= 3:
-            stale["c"] = honest.run(data).clone()
+            stale["c"] = honest(data).clone()
             return data[6]
         data[6].copy_(stale["c"])
         return data[6]
 
     for seed in (1, 2, 3):
-        assert check_kernel_once(stale_after_three, generate(SHAPE.with_seed(seed), NVFP4), CPU).passed
-    result = recheck_case(stale_after_three, SHAPE, NVFP4, CPU, seed=1234)
+        assert check_once(stale_after_three, generate(SHAPE.with_seed(seed), NVFP4), CPU).passed
+    fresh = generate(SHAPE.with_seed(1234), NVFP4)
+    result = check_once(stale_after_three, fresh, CPU)
     assert not result.passed and "mismatch" in result.reason
-    assert recheck_case(honest.run, SHAPE, NVFP4, CPU, seed=1234).passed
+    assert check_once(honest, fresh, CPU).passed
 
 
 def test_run_to_run_difference_measures_bits_and_nan_placement():
@@ -172,8 +175,8 @@ def test_identical_outputs_are_not_a_cache_when_references_agree():
     problem = generate(SHAPE, NVFP4)
     expected = expected_output(problem)
     ref = expected.values
-    first = integrity.checked_run(TorchReference().run, problem, expected, lambda: None)
-    second = integrity.checked_run(TorchReference().run, problem, expected, lambda: None)
+    first = integrity.checked_run(TorchReference().prepare(problem), problem, expected, lambda: None)
+    second = integrity.checked_run(TorchReference().prepare(problem), problem, expected, lambda: None)
     assert integrity.cached_output(first, second, ref, ref.clone()) is None
     other = generate(SHAPE.with_seed(99), NVFP4)
     other_ref = reference_gemm(other)

@@ -18,10 +18,11 @@ from click.testing import CliRunner
 
 from fp4bench.cli import main
 
-from fp4bench.harness import STATUS_ERROR, STATUS_PASS
-from fp4bench.isolation import (STATUS_CRASHED, STATUS_OK, STATUS_TIMEOUT, Worker, describe_exit,
-                                verify_in_worker, worker_for_gpu)
+from fp4bench.case import CaseSpec, CaseStatus
+from fp4bench.isolation import STATUS_CRASHED, STATUS_OK, STATUS_TIMEOUT, Worker, describe_exit
+from fp4bench.pipeline import run_case
 from fp4bench.problem import Shape
+from fp4bench.runner import pin_env
 
 PLANTED = Path(__file__).parent / "fixtures" / "kernels"
 SHAPE = Shape(64, 96, 256, 1, seed=21)
@@ -36,8 +37,8 @@ def worker():
 
 
 def verify_planted(worker: Worker, name: str, device: str = "cpu", timeout_s: float | None = None):
-    return worker.call(verify_in_worker, str(PLANTED / f"{name}.py"), SHAPE, "nvfp4", device, SEEDS,
-                       timeout_s=timeout_s)
+    spec = CaseSpec(str(PLANTED / f"{name}.py"), "nvfp4", SHAPE, device=device, check_seeds=len(SEEDS))
+    return worker.call(run_case, spec, timeout_s=timeout_s)
 
 
 def test_a_run_survives_every_kind_of_crash(worker):
@@ -59,7 +60,7 @@ def test_a_run_survives_every_kind_of_crash(worker):
             assert result.value is None
         else:
             assert result.reason is None
-            assert result.value.status == STATUS_PASS and result.value.check.passed
+            assert result.value.status == CaseStatus.PASS and result.value.check["passed"]
             assert result.value.kernel == "correct"
             pids.append(worker.call(os.getpid).value)
     # A fresh process after each crash or hang: three different children served the honest kernel.
@@ -71,7 +72,7 @@ def test_kernel_exceptions_stay_outcomes_and_keep_the_worker(worker):
     starts = worker.starts
     result = verify_planted(worker, "raises")
     assert result.status == STATUS_OK
-    assert result.value.status == STATUS_ERROR and "tile configuration not supported" in result.value.reason
+    assert result.value.status == CaseStatus.ERROR and "tile configuration not supported" in result.value.reason
     assert worker.call(os.getpid).value == before and worker.starts == starts
 
 
@@ -99,16 +100,19 @@ def test_unpicklable_arguments_fail_in_the_caller(worker):
         worker.call(len, lambda: None)
 
 
-def test_gpu_pinning_sets_the_environment_of_the_child_only():
-    parent_value = os.environ.get("CUDA_VISIBLE_DEVICES")
-    w = worker_for_gpu(3, timeout_s=60)
+def test_gpu_pinning_sets_the_environment_of_the_child_only(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    w = Worker(env=pin_env(3), timeout_s=60)
     try:
         assert w.call(os.getenv, "CUDA_VISIBLE_DEVICES").value == "3"
-        assert os.environ.get("CUDA_VISIBLE_DEVICES") == parent_value
+        assert os.environ.get("CUDA_VISIBLE_DEVICES") is None
     finally:
         w.close()
     assert w.pid is None
-    assert worker_for_gpu(None).env == {}
+    assert pin_env(None) == {}
+    # A parent that already sees a subset of the GPUs: lane 1 is the second of those.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert pin_env(1) == {"CUDA_VISIBLE_DEVICES": "6"}
 
 
 def test_describe_exit():
@@ -126,7 +130,7 @@ def test_illegal_address_on_the_gpu_is_a_crash_and_the_next_kernel_passes():
         assert bad.status == STATUS_CRASHED, bad
         assert "illegal" in bad.reason.lower() or "worker died" in bad.reason, bad.reason
         good = verify_planted(w, "correct", device="cuda")
-        assert good.status == STATUS_OK and good.value.status == STATUS_PASS, good
+        assert good.status == STATUS_OK and good.value.status == CaseStatus.PASS, good
     finally:
         w.close()
 
@@ -198,6 +202,8 @@ def test_interrupted_run_keeps_its_results_and_resume_runs_only_the_rest(tmp_pat
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
+    said = proc.stderr.read().decode()
+    assert "the 1 finished case(s) are saved in" in said and "--resume" in said, said
     kept = json.loads(out.read_text())["cases"]
     assert [c["kernel"] for c in kept] == ["correct"] and kept[0]["status"] == "pass"
     deadline = time.monotonic() + 10

@@ -1,4 +1,4 @@
-"""Tables per format, geometric-mean rows, speedups, CSV, markdown, progress bar."""
+"""Tables per format, geometric-mean rows, speedups, CSV, markdown."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import io
 
 import pytest
 
-from fp4bench.report import ProgressBar, format_rows, geometric_mean, render_csv, render_tables, speedups
+from fp4bench.case import CaseRecord, CaseStatus
+from fp4bench.problem import Shape
+from fp4bench.report import format_rows, geometric_mean, render_csv, render_tables, speedups
 
 
 def case(kernel, fmt, m, status="pass", median=None, tflops=None, pct=None, reason=None):
@@ -15,8 +17,8 @@ def case(kernel, fmt, m, status="pass", median=None, tflops=None, pct=None, reas
                                                     "p10": median, "p90": median, "n": 10},
                                           "clock": "cuda-events", "mode": "eager"}
     metrics = None if median is None else {"tflops": tflops, "gbps": 100.0, "pct_sol": pct}
-    return {"kernel": kernel, "role": "kernel", "format": fmt, "shape": {"m": m, "n": 256, "k": 512, "l": 1,
-            "seed": 1111}, "status": status, "reason": reason, "timing": timing, "metrics": metrics}
+    return CaseRecord(kernel=kernel, role="kernel", format=fmt, shape=Shape(m, 256, 512, 1, 1111),
+                      status=CaseStatus(status), reason=reason, timing=timing, metrics=metrics)
 
 
 CASES = [
@@ -80,18 +82,3 @@ def test_csv_has_one_row_per_case():
     assert len(rows) == len(CASES)
     assert rows[0]["median_us"] == "1.0000" and rows[0]["speedup"] == "2" and rows[0]["pct_sol"] == "50"
     assert rows[2]["status"] == "fail" and rows[2]["median_us"] == "" and rows[2]["reason"]
-
-
-def test_progress_bar_without_a_terminal_writes_one_line_per_case():
-    out = io.StringIO()
-    bar = ProgressBar(4, stream=out)
-    bar.start("k nvfp4 1x2x3 ...")     # not a tty: nothing until a case ends
-    bar.advance("k nvfp4 1x2x3 pass")
-    bar.advance("k nvfp4 4x5x6 fail")
-    bar.close()
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith("[" + "#" * 6 + "." * 18 + "] 1/4") and lines[1].endswith("fail")
-    quiet = io.StringIO()
-    ProgressBar(2, stream=quiet, enabled=False).advance("x")
-    assert quiet.getvalue() == ""

@@ -41,14 +41,14 @@ def test_run_checks_times_and_writes_json_csv(shapes, tmp_path):
     assert doc["environment"]["argv"][0]
     by_status = {}
     for c in doc["cases"]:
-        by_status.setdefault(c["status"], []).append(c)
+        by_status.setdefault(c.status, []).append(c)
     for c in by_status["pass"]:
-        st = c["timing"]["stats"]
-        assert st["n"] >= 2 and st["min"] <= st["median"] <= st["p90"] and c["timing"]["clock"] == "cpu"
-        assert c["check"]["passed"] and c["metrics"]["tflops"] > 0 and c["metrics"]["pct_sol"] is None
-        assert len(c["timing"]["samples"]) == st["n"]
+        st = c.timing["stats"]
+        assert st["n"] >= 2 and st["min"] <= st["median"] <= st["p90"] and c.timing["clock"] == "cpu"
+        assert c.check["passed"] and c.metrics["tflops"] > 0 and c.metrics["pct_sol"] is None
+        assert len(c.timing["samples"]) == st["n"] and "converged" in c.timing
     for c in by_status["skip"]:
-        assert c["timing"] is None and c["reason"]
+        assert c.timing is None and c.reason
     assert len(out_csv.read_text().splitlines()) == 1 + len(doc["cases"])
 
 
@@ -58,8 +58,8 @@ def test_a_failing_kernel_is_shown_failed_and_untimed(shapes, tmp_path):
                "--format", "nvfp4", "--isolation", "none", "--json", str(out_json), "--markdown", *FAST)
     assert r.exit_code == 1, r.output
     assert "### nvfp4" in r.output and "FAIL" in r.output
-    failed = [c for c in load_results(out_json)["cases"] if c["kernel"] == "nan_writer"]
-    assert len(failed) == 2 and all(c["status"] == "fail" and c["timing"] is None for c in failed)
+    failed = [c for c in load_results(out_json)["cases"] if c.kernel == "nan_writer"]
+    assert len(failed) == 2 and all(c.status == "fail" and c.timing is None for c in failed)
     # the failed kernel gets no geometric-mean row; the baseline does
     assert "nan_writer  | geomean" not in r.output.replace("|", " | ").replace("  ", " ")
     assert "geomean (2/2)" in r.output
@@ -71,7 +71,7 @@ def test_run_in_worker_processes(shapes, tmp_path):
     r = invoke("run", "--shapes", shapes, "--kernels", "torch-ref", "--format", "nvfp4",
                "--json", str(out_json), *FAST)
     assert r.exit_code == 0, r.output
-    assert [c["status"] for c in load_results(out_json)["cases"]] == ["pass", "pass"]
+    assert [c.status for c in load_results(out_json)["cases"]] == ["pass", "pass"]
 
 
 @pytest.mark.parametrize("args, message", [

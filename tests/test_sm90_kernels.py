@@ -14,19 +14,19 @@ import textwrap
 import pytest
 import torch
 
-from fp4bench.kernels.sm90_triton import FP8_FIT_BINADES, choose_split_k
+from fp4bench.kernels.fp4_triton.gemm_fp8 import FP8_FIT_BINADES
+from fp4bench.kernels.fp4_triton.launch import choose_split_k
 
 REPO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 
 # A helper run in a fresh process (Triton decides at import whether to interpret): builds problems whose
 # block exponents spread over +-SPREAD binades and checks one kernel launch against the exact reference.
 EXTREME_SCRIPT = textwrap.dedent("""
     import json, os, sys, torch
-    sys.path.insert(0, os.path.join(os.getcwd(), "scripts"))
-    from bench_sm90 import check_exact_products
+    sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+    from exactness import check_exact_products
     from fp4bench.formats import E8M0_BIAS, GEMM_FORMATS
-    from fp4bench.kernels.sm90_triton import CPU_CONFIG, launch_gemm, plan_launch
+    from fp4bench.kernels.fp4_triton.launch import CPU_CONFIG, launch_gemm, resolve
     from fp4bench.problem import Shape, assemble, generate, poison_output
     from fp4bench.reference import reference_gemm
 
@@ -46,8 +46,8 @@ EXTREME_SCRIPT = textwrap.dedent("""
         torch.manual_seed(1000 + spread)
         shape = Shape(*shape)
         p = problem(shape, spread, nan_rows)
-        plan = plan_launch(CPU_CONFIG, shape.m, shape.n, shape.k, shape.l, torch.device("cpu"))
-        out = launch_gemm(poison_output(p).data, p.fmt, plan, use_asm=False, fp8=True)
+        plan = resolve(CPU_CONFIG, shape, torch.device("cpu"))
+        out = launch_gemm(poison_output(p).data, shape, p.fmt, plan, use_asm=False, fp8=True)
         passed, reason = check_exact_products(out, p)
         results.append({"spread": spread, "passed": passed, "reason": reason,
                         "nan_rows_ok": all(bool(torch.isnan(out[row]).all()) for row in nan_rows),
@@ -108,13 +108,13 @@ def _hopper_target():
 @pytest.mark.parametrize("name,fmt_name", SM90_CASES)
 def test_sm90_kernels_verify_on_edge_shapes(name, fmt_name):
     from fp4bench.formats import GEMM_FORMATS
-    from fp4bench.harness import verify_case
+    from fp4bench.pipeline import check_case
     from fp4bench.kernels import get_kernel
     from fp4bench.problem import Shape
 
     target = _hopper_target()
     for m, n, k, l in GPU_SHAPES:
-        outcome = verify_case(get_kernel(name), Shape(m, n, k, l), GEMM_FORMATS[fmt_name], target, [11, 53])
+        outcome = check_case(get_kernel(name), Shape(m, n, k, l), GEMM_FORMATS[fmt_name], target, [11, 53])
         assert outcome.status == "pass", (m, n, k, l, outcome.reason)
 
 
@@ -126,7 +126,7 @@ def test_sm90_kernels_verify_on_edge_shapes(name, fmt_name):
     ("sm90-w4a16", "w4a16-nvfp4", None),
 ])
 def test_sm90_kernels_exact_with_extreme_scales(name, fmt_name, spread):
-    from bench_sm90 import check_exact_products, extreme_problem
+    from exactness import check_exact_products, extreme_problem
 
     from fp4bench.kernels import get_kernel
     from fp4bench.problem import Shape, poison_output
@@ -166,21 +166,21 @@ VARIANTS_SCRIPT = textwrap.dedent("""
     import json, torch
     from fp4bench.checking import check_output
     from fp4bench.formats import GEMM_FORMATS
-    from fp4bench.kernels.sm90_triton import TileConfig, launch_gemm, plan_launch
+    from fp4bench.kernels.fp4_triton.launch import LaunchConfig, launch_gemm, resolve
     from fp4bench.problem import Shape, generate, poison_output
     from fp4bench.reference import reference_gemm
 
     out = []
     for join_k in (False, True):
-        cfg = TileConfig(32, 128, 4, 1, max_block_m=32, join_k=join_k)
         for fmt_name in ("nvfp4", "mxfp4", "w4a16-mxfp4"):
             for pre in (False, True):
+                cfg = LaunchConfig(32, 128, 4, 1, max_block_m=32, join_k=join_k, pre_dequant_a=pre)
                 fmt = GEMM_FORMATS[fmt_name]
                 shape = Shape(45, 40, 384, 2, seed=len(out) + 5)
                 p = generate(shape, fmt)
-                plan = plan_launch(cfg, shape.m, shape.n, shape.k, shape.l, torch.device("cpu"), pre_dequant_a=pre)
-                r = check_output(launch_gemm(poison_output(p).data, fmt, plan, use_asm=False), reference_gemm(p),
-                                 fmt.out_dtype)
+                plan = resolve(cfg, shape, torch.device("cpu"))
+                r = check_output(launch_gemm(poison_output(p).data, shape, fmt, plan, use_asm=False),
+                                 reference_gemm(p), fmt.out_dtype)
                 out.append([join_k, fmt_name, pre, plan.split_k, r.passed, r.reason])
     print(json.dumps(out))
 """)

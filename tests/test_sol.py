@@ -7,7 +7,8 @@ import pytest
 from fp4bench.formats import gemm_format
 from fp4bench.kernels.base import Kernel
 from fp4bench.problem import Shape
-from fp4bench.sol import Ceilings, achieved, estimate, math_path_of, problem_bytes
+from fp4bench.problem import min_bytes
+from fp4bench.sol import Ceilings, achieved, estimate, math_path_of
 
 CEILINGS = Ceilings(copy_bytes_per_s=4e12, matrix_flops_per_s={"bf16": 800e12, "fp8": 1600e12})
 
@@ -18,11 +19,11 @@ def nvfp4_bytes_by_hand(m, n, k):
 
 
 def test_problem_bytes_match_a_hand_count():
-    assert problem_bytes(Shape(128, 7168, 16384), gemm_format("nvfp4")) == nvfp4_bytes_by_hand(128, 7168, 16384)
+    assert min_bytes(Shape(128, 7168, 16384), gemm_format("nvfp4")) == nvfp4_bytes_by_hand(128, 7168, 16384)
     # MXFP4: one e8m0 byte per 32 values, bf16 output; L multiplies everything
     m, n, k, l = 64, 128, 512, 3
     expected = l * (m * k // 2 + m * k // 32 + n * k // 2 + n * k // 32 + 2 * m * n)
-    assert problem_bytes(Shape(m, n, k, l), gemm_format("mxfp4")) == expected
+    assert min_bytes(Shape(m, n, k, l), gemm_format("mxfp4")) == expected
 
 
 def test_memory_bound_small_m():
@@ -53,7 +54,7 @@ def test_math_path_defaults_to_the_exact_dense_dtype():
     class Plain(Kernel):
         name, formats = "plain", ("nvfp4",)
 
-        def run(self, data):
+        def prepare(self, problem):
             raise NotImplementedError
 
     class Fp8(Plain):

@@ -55,7 +55,8 @@ def test_interpreted_kernel_is_exact_and_a_corrupted_scale_is_caught():
         kernel = get_kernel("triton-fp4")
         fmt = GEMM_FORMATS["nvfp4"]
         p = generate(Shape(64, 96, 512, seed=123), fmt)
-        out = kernel.prepare(p)(poison_output(p).data)
+        fn = kernel.prepare(p)
+        out = fn(poison_output(p).data)
         exact = check_output(out, reference_gemm(p), fmt.out_dtype)
         # NVFP4 products and fp32 sums of these sizes are exact: fp16 rounding is the only error allowed.
         assert exact.passed and exact.max_abs_err <= 0.5 * (reference_gemm(p).abs().max().item() * 2**-10), exact
@@ -63,7 +64,7 @@ def test_interpreted_kernel_is_exact_and_a_corrupted_scale_is_caught():
         # Corrupt one block scale in the permuted bytes the kernel reads: its row must now mismatch.
         sfb_perm = p.data[5]
         sfb_perm[0, 0, 0, 0, 0, 0] = torch.tensor(7.0).to(sfb_perm.dtype)
-        bad = check_output(kernel.run(poison_output(p).data), reference_gemm(p.with_c(p.c)), fmt.out_dtype)
+        bad = check_output(fn(poison_output(p).data), reference_gemm(p.with_c(p.c)), fmt.out_dtype)
         # The reference reads the row-major scales, which still hold the original value.
         assert not bad.passed, "a wrong scale byte went unnoticed"
         print("OK")

@@ -19,12 +19,12 @@ SMALL = textwrap.dedent("""\
 SHIFTED_SCALES = textwrap.dedent("""\
     # A planted bug: each block's scale is taken from the next block (the classic off-by-one-block).
     import torch
-    from fp4bench.problem import infer_format
+    from fp4bench.formats import GEMM_FORMATS, SCALE_E8M0
     from fp4bench.codecs import dequantize
 
     def custom_kernel(data):
         a, b, sfa, sfb, _, _, c = data
-        fmt = infer_format(data)
+        fmt = GEMM_FORMATS["mxfp4" if sfa.dtype == SCALE_E8M0.dtype else "nvfp4"]
         for i in range(c.shape[2]):
             shifted = torch.roll(sfa[:, :, i].contiguous().view(torch.uint8), 1, dims=1).view(sfa.dtype)
             da = dequantize(a[:, :, i], shifted, fmt.a)
@@ -34,12 +34,12 @@ SHIFTED_SCALES = textwrap.dedent("""\
     """)
 
 CORRECT_SUBMISSION = textwrap.dedent("""\
-    from fp4bench.problem import infer_format
+    from fp4bench.formats import GEMM_FORMATS, SCALE_E8M0
     from fp4bench.codecs import dequantize
 
     def custom_kernel(data):
         a, b, sfa, sfb, _, _, c = data
-        fmt = infer_format(data)
+        fmt = GEMM_FORMATS["mxfp4" if sfa.dtype == SCALE_E8M0.dtype else "nvfp4"]
         for i in range(c.shape[2]):
             da = dequantize(a[:, :, i], sfa[:, :, i], fmt.a)
             db = dequantize(b[:, :, i], sfb[:, :, i], fmt.b)

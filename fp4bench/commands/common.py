@@ -17,16 +17,6 @@ from ..shapes import ShapeFileError, load_shapes
 ALL = "all"
 
 
-def shapes_option(default: str):
-    return click.option("--shapes", "shapes_path", default=default, show_default=True,
-                        help="YAML shape set (a path, or the name of a bundled set in shapes/).")
-
-
-def format_option(default: str = "nvfp4"):
-    return click.option("--format", "formats", multiple=True, default=(default,), show_default=True,
-                        help=f"GEMM format, repeatable or comma-separated: {', '.join(GEMM_FORMATS)} or all.")
-
-
 def device_option(default: str = "auto"):
     return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=default, show_default=True,
                         help="Where to run: cuda, cpu, or auto (cuda when present).")
@@ -86,7 +76,7 @@ def available_memory(target: Target) -> int | None:
 def check_shapes_fit(shapes: list[Shape], formats: list[GemmFormat], target: Target,
                      free_bytes: int | None = None) -> None:
     """Refuse a shape whose check cannot fit in the device's free memory, saying how much it needs."""
-    from ..harness import case_bytes
+    from ..pipeline import case_bytes
 
     free = available_memory(target) if free_bytes is None else free_bytes
     if free is None:

@@ -23,15 +23,17 @@ from ..results import atomic_write_text
               help="Slowdown tolerated before a case counts as a regression (5% or 0.05).")
 @click.option("--strict", is_flag=True,
               help="Refuse runs from a different GPU, driver or clock (exit 2) and fail on missing cases.")
+@click.option("--allow-gpu-change", is_flag=True,
+              help="Compare runs from different GPU models (refused by default: every case would differ).")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY).")
-def compare(baseline, new, threshold, strict, summary_path):
+def compare(baseline, new, threshold, strict, allow_gpu_change, summary_path):
     """Compare NEW results with BASELINE results: ratios, regressions, correctness failures."""
     try:
         limit = parse_threshold(threshold)
         new_doc, new_path = load_document(new, "new run")
         base_doc, base_path = load_document(baseline, "baseline", for_doc=new_doc)
-        result = compare_documents(base_doc, new_doc, limit, strict)
+        result = compare_documents(base_doc, new_doc, limit, strict, allow_gpu_change)
     except CompareInputError as e:
         raise InputError(str(e)) from None
     result.base_path, result.new_path = str(base_path), str(new_path)

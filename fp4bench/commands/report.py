@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ..case import CaseStatus
 from ..errors import InputError
 from ..report import render_tables
 from ..results import ResultsFileError, atomic_write_text, load_results
@@ -47,8 +48,8 @@ def report(results, baseline, markdown, readme, skipped):
         doc = load_results(results)
     except ResultsFileError as e:
         raise InputError(str(e)) from None
-    cases = doc["cases"] if skipped else [c for c in doc["cases"] if c.get("status") != "skip"]
-    names = {c.get("kernel") for c in cases}
+    cases = doc["cases"] if skipped else [c for c in doc["cases"] if c.status != CaseStatus.SKIP]
+    names = {c.kernel for c in cases}
     base = None if baseline.lower() == "none" else baseline
     if base is not None and base not in names:
         raise InputError(f"baseline {base!r} is not in {results} (has {', '.join(sorted(map(str, names)))})")

@@ -1,104 +1,119 @@
-"""`fp4bench run`: check, then time, every selected kernel on every shape; tables, JSON, CSV.
+"""`fp4bench run` and `fp4bench verify`: one driver over the case pipeline (fp4bench.pipeline).
 
-The options are one list (`RUN_OPTIONS`) collected into a `RunSettings`; a new option is one entry there
-and one field. Exit 0 when every non-skipped case passed, 1 when any failed or errored, 2 on bad input.
+`run` checks, then times every selected kernel on every shape; `verify` is the same run without timing
+(a check-only spec per case), so it has the same worker isolation, `--case-timeout`, multi-GPU lanes,
+progress, JSON results and exit codes. Every option is declared once, as a field of `RunSettings` with its
+default and help (timing defaults come from `fp4bench.timing.TimingOptions`); both commands are generated
+from those fields. Exit codes (fp4bench.errors): 0 every checked case passed, 1 a case failed or errored,
+2 bad input, 3 nothing was checked (every case skipped).
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 import click
 
-from ..errors import EXIT_FAILED, EXIT_OK, InputError
-from ..harness import FAILING_STATUSES
+from ..case import CaseCounts, CaseRecord, CaseSpec, kernel_label
+from ..errors import EXIT_FAILED, EXIT_NOTHING_CHECKED, EXIT_OK, InputError
+from ..formats import GEMM_FORMATS
 from ..kernels import all_kernels
-from .common import (check_shapes_fit, check_shapes_legal, device_option, format_option, parse_formats, parse_kernels,
-                     parse_shapes, resolve_target, shapes_option)
+from ..timing import MODE_EAGER, MODE_GRAPH, TIMERS, TimingOptions
+from .common import (check_shapes_fit, check_shapes_legal, parse_formats, parse_kernels, parse_shapes,
+                     resolve_target)
 
 DEFAULT_BASELINE = "cublas-dense"
+PROGRESS_LABELS = {"run": "running", "verify": "verifying", "tune": "tuning"}
+# Tuning times every candidate of every case: a shorter budget per measurement keeps a sweep affordable.
+TUNE_BUDGET_S = 0.5
+_TIMING = TimingOptions()   # the timing defaults, declared once in fp4bench.timing
+
+
+def _option(*decls, default=None, **click_kwargs):
+    """A settings field that is also a click option (declarations, help, type...)."""
+    return field(default=default, metadata={"decls": decls, "click": click_kwargs})
 
 
 @dataclass
 class RunSettings:
-    shapes_path: str
-    groups: tuple[str, ...]
-    kernels: tuple[str, ...]
-    formats: tuple[str, ...]
-    device: str
-    gpus: str | None
-    baseline: str | None
-    json_path: str | None
-    csv_path: str | None
-    markdown: bool
-    isolation: str
-    warm_l2: bool
-    graph: bool
-    rse: float
-    budget: float
-    min_samples: int
-    max_samples: int
-    check_seeds: int
-    cpu_max_gflop: float
-    measure_ceilings: bool
-    case_timeout: float
-    no_samples: bool
-    quiet: bool
-    resume: bool = False
-    save_baseline: bool = False
-    extra: dict = field(default_factory=dict)
+    shapes_path: str = _option("--shapes", default="shapes/task.yml", show_default=True,
+                               help="YAML shape set (a path, or the name of a bundled set in shapes/).")
+    groups: tuple = _option("--group", default=(), multiple=True,
+                            help="Only these groups of the shape file (repeatable).")
+    kernels: tuple = _option("--kernels", "--kernel", default=(), multiple=True,
+                             help="Kernel names, glob patterns or submission.py paths; repeatable or "
+                                  "comma-separated (default: every kernel and baseline).")
+    formats: tuple = _option("--format", default=("nvfp4,mxfp4",), multiple=True, show_default=True,
+                             help=f"GEMM format, repeatable or comma-separated: {', '.join(GEMM_FORMATS)} or all.")
+    device: str = _option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+                          help="Where to run: cuda, cpu, or auto (cuda when present).")
+    gpus: str | None = _option("--gpus", help="GPUs to spread cases over, one worker process each: 'all' or "
+                                              "'0,1,...' (default: GPU 0).")
+    seed: int | None = _option("--seed", type=int, help="Base seed for every shape (default: each shape's own).")
+    check_seeds: int = _option("--seeds", default=2, show_default=True, type=click.IntRange(1, 100),
+                               help="Random inputs checked per case.")
+    baseline: str | None = _option("--baseline", help=f"Kernel to compute speedups against (default: "
+                                                      f"{DEFAULT_BASELINE}; 'none' for no column).")
+    json_path: str | None = _option("--json", type=click.Path(dir_okay=False),
+                                    help="Write the results document (rewritten after every case).")
+    csv_path: str | None = _option("--csv", type=click.Path(dir_okay=False), help="Write a CSV of all cases.")
+    markdown: bool = _option("--markdown", default=False, is_flag=True, help="Print the tables as markdown.")
+    isolation: str = _option("--isolation", default="process", show_default=True,
+                             type=click.Choice(["process", "none"]),
+                             help="Run each case in a worker process (a crashing kernel costs one case) or here.")
+    case_timeout: float = _option("--case-timeout", default=600.0, show_default=True,
+                                  type=click.FloatRange(1, None),
+                                  help="Seconds a case may take in its worker before it is killed.")
+    warm_l2: bool = _option("--warm-l2", default=not _TIMING.cold_l2, is_flag=True,
+                            help="Keep L2 warm between timed calls (default: flush it).")
+    graph: bool = _option("--graph", default=_TIMING.mode == MODE_GRAPH, is_flag=True,
+                          help="Replay calls from a CUDA graph (no launch overhead) for kernels that allow it.")
+    timer: str = _option("--timer", default=_TIMING.timer, show_default=True, type=click.Choice(TIMERS),
+                         help="Timing back-end: fp4bench's own, or NVIDIA nvbench (package cuda-bench).")
+    rse: float = _option("--rse", default=_TIMING.target_rse, show_default=True, type=click.FloatRange(1e-5, 1.0),
+                         help="Stop sampling once the relative standard error of the mean is under this.")
+    budget: float = _option("--budget", default=_TIMING.budget_s, show_default=True,
+                            type=click.FloatRange(0.001, 3600), help="Time budget per case for sampling, in seconds.")
+    min_samples: int = _option("--min-samples", default=_TIMING.min_samples, show_default=True,
+                               type=click.IntRange(2, None))
+    max_samples: int = _option("--max-samples", default=_TIMING.max_samples, show_default=True,
+                               type=click.IntRange(2, None))
+    cpu_max_gflop: float = _option("--cpu-max-gflop", default=2.0, show_default=True,
+                                   type=click.FloatRange(0, None, min_open=True),
+                                   help="On the CPU, skip (with the reason) cases of more GFLOP than this.")
+    tune: bool = _option("--tune", default=False, is_flag=True,
+                         help="Time each kernel's candidate configurations first and store the fastest in the "
+                              "GPU model's tuned table (fp4bench/tuned/).")
+    measure_ceilings: bool = _option("--measure-ceilings/--no-measure-ceilings", default=True, show_default=True,
+                                     help="Measure the GPU's ceilings (for % of SOL) when none are cached.")
+    no_samples: bool = _option("--no-samples", default=False, is_flag=True,
+                               help="Leave the raw samples out of the JSON.")
+    quiet: bool = _option("--quiet", "-q", default=False, is_flag=True, help="No progress display.")
+    resume: bool = _option("--resume", default=False, is_flag=True,
+                           help="Keep the cases already in the --json file and run only the others.")
+    shard: str | None = _option("--shard", help="Run only shard I of N ('I/N', 1-based): a deterministic, "
+                                                "cost-balanced part of the cases; `fp4bench merge` joins the shards.")
+    save_baseline: bool = _option("--save-baseline", default=False, is_flag=True,
+                                  help="Also store the results as baselines/<gpu>.json (see `fp4bench compare`).")
+    check_only: bool = False   # verify: no timing (not an option; the command decides)
 
 
-RUN_OPTIONS = [
-    shapes_option("shapes/task.yml"),
-    click.option("--group", "groups", multiple=True, help="Only these groups of the shape file (repeatable)."),
-    click.option("--kernels", "--kernel", "kernels", multiple=True,
-                 help="Kernel names, glob patterns or submission.py paths; repeatable or comma-separated "
-                      "(default: every kernel and baseline)."),
-    format_option("nvfp4,mxfp4"),
-    device_option(),
-    click.option("--gpus", default=None,
-                 help="GPUs to spread cases over, one worker process each: 'all' or '0,1,...' (default: GPU 0)."),
-    click.option("--baseline", default=None,
-                 help=f"Kernel to compute speedups against (default: {DEFAULT_BASELINE}; 'none' for no column)."),
-    click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
-                 help="Write the results document (rewritten after every case)."),
-    click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write a CSV of all cases."),
-    click.option("--markdown", is_flag=True, help="Print the tables as markdown."),
-    click.option("--isolation", type=click.Choice(["process", "none"]), default="process", show_default=True,
-                 help="Run each case in a worker process (a crashing kernel costs one case) or in this one."),
-    click.option("--warm-l2", is_flag=True, help="Keep L2 warm between timed calls (default: flush it)."),
-    click.option("--graph", is_flag=True,
-                 help="Replay calls from a CUDA graph (no launch overhead) for kernels that allow capture."),
-    click.option("--rse", type=click.FloatRange(1e-5, 1.0), default=0.005, show_default=True,
-                 help="Stop sampling once the relative standard error of the mean is under this."),
-    click.option("--budget", type=click.FloatRange(0.001, 3600), default=2.0, show_default=True,
-                 help="Time budget per case for sampling, in seconds."),
-    click.option("--min-samples", type=click.IntRange(2, None), default=10, show_default=True),
-    click.option("--max-samples", type=click.IntRange(2, None), default=10_000, show_default=True),
-    click.option("--seeds", "check_seeds", type=click.IntRange(1, 100), default=2, show_default=True,
-                 help="Random inputs checked per case before timing."),
-    click.option("--cpu-max-gflop", type=click.FloatRange(0, None, min_open=True), default=2.0, show_default=True,
-                 help="On the CPU, skip (with the reason) cases of more GFLOP than this."),
-    click.option("--measure-ceilings/--no-measure-ceilings", default=True, show_default=True,
-                 help="Measure the GPU's ceilings (for % of SOL) when none are cached."),
-    click.option("--case-timeout", type=click.FloatRange(1, None), default=600.0, show_default=True,
-                 help="Seconds a case may take in its worker before it is killed."),
-    click.option("--no-samples", is_flag=True, help="Leave the raw samples out of the JSON."),
-    click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
-    click.option("--resume", is_flag=True,
-                 help="Keep the cases already in the --json file and run only the others (after an interruption)."),
-    click.option("--save-baseline", is_flag=True,
-                 help="Also store the results as baselines/<gpu>.json, the reference of `fp4bench compare`."),
-]
+# Options that only make sense when timing.
+TIMING_OPTIONS = ("shard", "baseline", "csv_path", "markdown", "warm_l2", "graph", "timer", "rse", "budget", "min_samples",
+                  "max_samples", "cpu_max_gflop", "tune", "measure_ceilings", "no_samples", "save_baseline")
 
 
-def with_options(options):
+def settings_options(exclude=(), defaults: dict | None = None):
+    """Click options generated from RunSettings' fields (minus `exclude`, with other `defaults`)."""
     def decorate(f):
-        for opt in reversed(options):
-            f = opt(f)
+        for fld in reversed(fields(RunSettings)):
+            if "decls" not in fld.metadata or fld.name in exclude:
+                continue
+            default = (defaults or {}).get(fld.name, fld.default)
+            f = click.option(*fld.metadata["decls"], fld.name,
+                             default=None if default is MISSING else default, **fld.metadata["click"])(f)
         return f
     return decorate
 
@@ -131,7 +146,7 @@ def parse_gpus(value: str | None, device_type: str) -> list[int | None]:
 
 
 def _resolve_baseline(settings: RunSettings, selected: list) -> str | None:
-    if settings.baseline and settings.baseline.lower() == "none":
+    if settings.check_only or (settings.baseline and settings.baseline.lower() == "none"):
         return None
     name = settings.baseline or DEFAULT_BASELINE
     if any(k.name == name for k in selected):
@@ -145,27 +160,75 @@ def _resolve_baseline(settings: RunSettings, selected: list) -> str | None:
     return name
 
 
-def build_plan(settings: RunSettings):
+def timing_options(settings: RunSettings, device_type: str) -> TimingOptions | None:
+    if settings.check_only:
+        return None
+    return TimingOptions(mode=MODE_GRAPH if settings.graph else MODE_EAGER, cold_l2=not settings.warm_l2,
+                         target_rse=settings.rse, budget_s=settings.budget, min_samples=settings.min_samples,
+                         max_samples=max(settings.max_samples, settings.min_samples),
+                         keep_samples=not settings.no_samples, timer=settings.timer,
+                         cpu_max_gflop=settings.cpu_max_gflop if device_type == "cpu" else None)
+
+
+def build_plan(settings: RunSettings, timing: TimingOptions | None):
     """Settings -> (plan, formats, shapes, kernels, baseline); every bad input is an InputError."""
     from ..runner import Plan
 
     fmts = parse_formats(settings.formats)
     shapes = parse_shapes(settings.shapes_path, settings.groups or None)
+    if settings.seed is not None:
+        shapes = [s.with_seed(settings.seed) for s in shapes]
     check_shapes_legal(shapes, fmts, settings.shapes_path)
-    selected = parse_kernels(settings.kernels) if settings.kernels else list(all_kernels().values())
+    if settings.kernels:
+        selected = parse_kernels(settings.kernels)
+    elif settings.tune:
+        selected = [k for k in all_kernels().values() if k.tunable]
+    else:
+        role = "kernel" if settings.check_only else None
+        selected = [k for k in all_kernels().values() if role is None or k.role == role]
     baseline = _resolve_baseline(settings, selected)
-    plan = Plan()
+    cases = []
     for fmt in fmts:
         for kernel in selected:
             if fmt.name not in kernel.formats:
                 continue
             ref = str(getattr(kernel, "path", None) or kernel.name)
-            for shape in shapes:
-                plan.cases.append((ref, fmt.name, {"m": shape.m, "n": shape.n, "k": shape.k, "l": shape.l,
-                                                   "seed": shape.seed}))
-    if not plan.cases:
+            cases += [CaseSpec(ref, fmt.name, shape, timing=timing, check_seeds=settings.check_seeds,
+                               tune=settings.tune) for shape in shapes]
+    if not cases:
         raise InputError("no selected kernel supports the selected format(s)")
-    return plan, fmts, shapes, selected, baseline
+    return Plan(cases), fmts, shapes, selected, baseline
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """'I/N' -> (I, N) with 1 <= I <= N; None for no sharding."""
+    if value is None:
+        return None
+    try:
+        index, count = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise InputError(f"--shard: expected I/N such as 2/8, got {value!r}") from None
+    if not 1 <= index <= count:
+        raise InputError(f"--shard {value}: I must be between 1 and N")
+    return index, count
+
+
+def _case_cost(spec: CaseSpec) -> float:
+    """Relative cost of a case for balancing shards: a fixed part (checks, warm-up, sampling budget) plus
+    work that grows with the GEMM's size (the reference and the kernel's own time)."""
+    return 1.0 + spec.shape.flops / 50e9
+
+
+def shard_positions(cases: list[CaseSpec], index: int, count: int) -> list[int]:
+    """Plan positions of shard `index` of `count`: longest-cost-first onto the least-loaded shard, ties to the
+    earlier position and the lower shard. Deterministic: every shard computes the same split."""
+    load = [0.0] * count
+    owner = {}
+    for pos in sorted(range(len(cases)), key=lambda p: (-_case_cost(cases[p]), p)):
+        target = min(range(count), key=lambda s: (load[s], s))
+        load[target] += _case_cost(cases[pos])
+        owner[pos] = target
+    return [pos for pos in range(len(cases)) if owner[pos] == index - 1]
 
 
 def _make_executor(settings: RunSettings, lanes: list[int | None]):
@@ -175,23 +238,17 @@ def _make_executor(settings: RunSettings, lanes: list[int | None]):
         if len(lanes) > 1:
             raise InputError("--gpus with several GPUs needs --isolation process (one process per GPU)")
         return InProcessExecutor(lanes)
-    try:
-        return WorkerExecutor(lanes, settings.case_timeout)
-    except ImportError as e:
-        click.echo(f"warning: worker processes unavailable ({e}); running cases in this process", err=True)
-        if len(lanes) > 1:
-            raise InputError("--gpus with several GPUs needs worker processes (fp4bench.isolation)") from None
-        return InProcessExecutor(lanes)
+    return WorkerExecutor(lanes, settings.case_timeout)
 
 
 def _contexts(executor, lanes, device_type: str, settings: RunSettings) -> dict:
     from ..runner import gpu_context
 
+    measure = settings.measure_ceilings and not settings.check_only
     contexts = {}
     for lane in lanes:
         in_proc_index = 0 if (lane is None or settings.isolation == "process") else lane
-        status, value, reason = executor.call(lane, gpu_context, device_type, in_proc_index,
-                                              lane, settings.measure_ceilings)
+        status, value, reason = executor.call(lane, gpu_context, device_type, in_proc_index, lane, measure)
         if status != "ok":
             raise click.ClickException(f"GPU {lane}: could not read the device or its ceilings: {reason}")
         contexts[lane] = value
@@ -204,51 +261,67 @@ def _clocks(lanes) -> dict:
     return {str(lane): current_clocks(lane) for lane in lanes if lane is not None}
 
 
-def execute_run(settings: RunSettings) -> int:
-    from ..report import ProgressBar, render_csv, render_tables
-    from ..results import ResultsWriter, atomic_write_text, environment_fingerprint
-    from ..runner import TimingOptions, execute
+def _progress_label(spec: CaseSpec) -> str:
+    return f"{kernel_label(spec.kernel)} {spec.format} {spec.shape}"
 
-    plan, fmts, shapes, selected, baseline = build_plan(settings)
+
+def execute_run(settings: RunSettings) -> int:
+    from ..report import render_checks, render_csv, render_tables
+    from ..results import ResultsWriter, atomic_write_text, environment_fingerprint
+    from ..runner import execute
+
     target = resolve_target(settings.device)
+    timing = timing_options(settings, target.device)
+    plan, fmts, shapes, selected, baseline = build_plan(settings, timing)
+    shard = parse_shard(settings.shard)
+    positions = list(range(len(plan.cases)))
+    if shard is not None:
+        positions = shard_positions(plan.cases, *shard)
+        plan.cases = [plan.cases[p] for p in positions]
+    sharded = list(plan.cases)
     check_shapes_fit(shapes, fmts, target)
     lanes = parse_gpus(settings.gpus, target.device)
     previous = _resume(settings, plan)
-    timing = TimingOptions(mode="graph" if settings.graph else "eager", cold_l2=not settings.warm_l2,
-                           target_rse=settings.rse, budget_s=settings.budget, min_samples=settings.min_samples,
-                           max_samples=max(settings.max_samples, settings.min_samples),
-                           keep_samples=not settings.no_samples,
-                           cpu_max_gflop=settings.cpu_max_gflop if target.device == "cpu" else None)
     where = target.describe() if len(lanes) == 1 else f"{len(lanes)} GPUs ({', '.join(map(str, lanes))})"
-    click.echo(f"fp4bench run on {where}: {len(selected)} kernel(s), {len(shapes)} shape(s), "
+    verb = "verify" if settings.check_only else "tune" if settings.tune else "run"
+    click.echo(f"fp4bench {verb} on {where}: {len(selected)} kernel(s), {len(shapes)} shape(s), "
                f"{len(fmts)} format(s), {len(plan.cases)} case(s)", err=True)
 
     executor = _make_executor(settings, lanes)
+    writer = None
     try:
         contexts = _contexts(executor, lanes, target.device, settings)
         env = environment_fingerprint([c["info"] for c in contexts.values() if c.get("info")], _clocks(lanes))
-        run_settings = {"shapes": settings.shapes_path, "groups": list(settings.groups),
+        run_settings = {"command": verb, "shapes": settings.shapes_path, "groups": list(settings.groups),
                         "formats": [f.name for f in fmts], "kernels": [k.name for k in selected],
                         "baseline": baseline, "device": target.device, "gpus": lanes, "isolation": settings.isolation,
-                        "timing": timing.to_dict(), "check_seeds": settings.check_seeds,
-                        "ceilings": {str(lane): c.get("ceilings") for lane, c in contexts.items()}}
+                        "timing": None if timing is None else timing.to_dict(), "check_seeds": settings.check_seeds,
+                        "ceilings": {str(lane): c.get("ceilings") for lane, c in contexts.items()},
+                        # Where each case stands in the unsharded plan, so that `merge` restores its order.
+                        "shard": None if shard is None else {
+                            "index": shard[0], "count": shard[1],
+                            "positions": [[pos, list(spec.key)] for pos, spec in zip(positions, sharded)]}}
         writer = ResultsWriter(settings.json_path, env, run_settings) if settings.json_path else None
         if writer:
             writer.cases = list(previous)
-        bar = ProgressBar(len(plan.cases), enabled=not settings.quiet)
+        with click.progressbar(length=len(plan.cases), label=PROGRESS_LABELS[verb],
+                               file=sys.stderr, show_pos=True, item_show_func=lambda s: s,
+                               hidden=settings.quiet) as bar:
+            def on_start(i, spec):
+                bar.current_item = _progress_label(spec)
+                bar.render_progress()
 
-        def on_start(i, case):
-            kernel, fmt, shape = case
-            bar.start(f"{Path(kernel).name} {fmt} {shape['m']}x{shape['n']}x{shape['k']} ...")
+            def on_done(i, record):
+                bar.update(1, f"{_progress_label(record)} {record.status}")
+                if writer:
+                    writer.add(record)
 
-        def on_done(i, record):
-            bar.advance(f"{record['kernel']} {record['format']} {record['shape']['m']}x{record['shape']['n']}x"
-                        f"{record['shape']['k']} {record['status']}")
-            if writer:
-                writer.add(record)
-
-        cases = previous + execute(plan, executor, contexts, timing, settings.check_seeds, on_start, on_done)
-        bar.close()
+            cases = previous + execute(plan, executor, contexts, on_start, on_done)
+    except KeyboardInterrupt:
+        saved = f"; the {len(writer.cases)} finished case(s) are saved in {settings.json_path} (--resume " \
+                f"continues)" if writer else ""
+        click.echo(f"\ninterrupted{saved}", err=True)
+        raise SystemExit(130) from None
     finally:
         executor.close()
 
@@ -262,23 +335,24 @@ def execute_run(settings: RunSettings) -> int:
         from ..results import make_document
 
         click.echo(f"baseline saved as {save_baseline(make_document(env, run_settings, cases))}", err=True)
-    note = "CPU times from a host clock, not comparable with GPU times" if target.device == "cpu" else None
-    click.echo(render_tables(cases, baseline, markdown=settings.markdown, clock_note=note))
-    if settings.csv_path:
-        atomic_write_text(settings.csv_path, render_csv(cases, baseline))
-    counts = {s: sum(c["status"] == s for c in cases) for s in ("pass", "fail", "error", "skip")}
-    click.echo(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['error']} errors, "
-               f"{counts['skip']} skipped" + (f"; results in {settings.json_path}" if writer else ""))
-    return EXIT_FAILED if any(c["status"] in FAILING_STATUSES for c in cases) else EXIT_OK
+    if settings.check_only:
+        click.echo(render_checks(cases))
+    else:
+        note = "CPU times from a host clock, not comparable with GPU times" if target.device == "cpu" else None
+        click.echo(render_tables(cases, baseline, markdown=settings.markdown, clock_note=note))
+        if settings.csv_path:
+            atomic_write_text(settings.csv_path, render_csv(cases, baseline))
+    counts = CaseCounts.of(cases)
+    click.echo(f"\n{counts.summary()}" + (f"; results in {settings.json_path}" if writer else ""))
+    if counts.failing:
+        return EXIT_FAILED
+    if counts.checked == 0:
+        click.echo("nothing was checked: every case was skipped (see the reasons above)", err=True)
+        return EXIT_NOTHING_CHECKED
+    return EXIT_OK
 
 
-def _case_key(kernel_ref: str, fmt: str, shape: dict) -> tuple:
-    # Records name a submission file by its stem (ExternalKernel's name); plans by its path.
-    name = Path(kernel_ref).stem if kernel_ref.endswith(".py") else kernel_ref
-    return name, fmt, tuple(int(shape.get(k, 1)) for k in ("m", "n", "k", "l", "seed"))
-
-
-def _resume(settings: RunSettings, plan) -> list[dict]:
+def _resume(settings: RunSettings, plan) -> list[CaseRecord]:
     """With --resume: the cases already in the --json file (kept), and the plan cut to the others."""
     if not settings.resume:
         return []
@@ -292,19 +366,32 @@ def _resume(settings: RunSettings, plan) -> list[dict]:
         previous = load_results(settings.json_path)["cases"]
     except ResultsFileError as e:
         raise InputError(f"--resume: {e}") from None
-    try:
-        done = {_case_key(c["kernel"], c["format"], c["shape"]) for c in previous}
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise InputError(f"--resume: {settings.json_path} holds a malformed case") from None
-    plan.cases = [c for c in plan.cases if _case_key(*c) not in done]
+    done = {c.key for c in previous}
+    plan.cases = [c for c in plan.cases if c.key not in done]
     click.echo(f"resuming: {len(previous)} case(s) already in {settings.json_path}, "
                f"{len(plan.cases)} to run", err=True)
     return previous
 
 
 @click.command()
-@with_options(RUN_OPTIONS)
+@settings_options()
 def run(**kwargs):
     """Check and time kernels and baselines on a shape set; one table per format."""
-    settings = RunSettings(**kwargs)
-    sys.exit(execute_run(settings))
+    sys.exit(execute_run(RunSettings(**kwargs)))
+
+
+@click.command()
+@settings_options(exclude=TIMING_OPTIONS, defaults={"shapes_path": "shapes/verify.yml", "formats": ("nvfp4",)})
+def verify(**kwargs):
+    """Check kernels against the exact reference on a shape set (no timing); default: every kernel."""
+    sys.exit(execute_run(replace(RunSettings(**kwargs), check_only=True)))
+
+
+@click.command()
+@settings_options(exclude=("tune", "baseline", "save_baseline", "timer", "graph", "check_only"),
+                  defaults={"budget": TUNE_BUDGET_S, "formats": ("all",)})
+def tune(**kwargs):
+    """Time each kernel's candidate launch configurations on a shape set and store the fastest in the GPU
+    model's tuned table (fp4bench/tuned/<gpu>.json), which run and verify then use. Default: every kernel with
+    launch choices. The incumbent stays unless a challenger is faster beyond both measurements' noise."""
+    sys.exit(execute_run(replace(RunSettings(**kwargs), tune=True, baseline="none")))

@@ -16,7 +16,8 @@ from .base import Kernel, RunFn
 KERNEL_MODULES = (
     "fp4bench.kernels.torch_ref",
     "fp4bench.kernels.external",
-    "fp4bench.kernels.sm90_triton",
+    "fp4bench.kernels.sm90",
+    "fp4bench.kernels.triton_portable",
     "fp4bench.kernels.baselines",
     "fp4bench.kernels.triton_dot_scaled",
     "fp4bench.kernels.cutlass_blackwell",

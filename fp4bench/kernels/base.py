@@ -1,36 +1,47 @@
 """The uniform kernel entry point.
 
-Every kernel and every baseline is a `Kernel`: a name, the GEMM formats and compile targets it supports,
-`can_implement(problem) -> reason or None` for shape limits, and `run(data) -> c` taking the competition's
-data tuple. `prepare(problem)` runs once per case outside the timed region (build, autotune, pick a tile
-config) and returns the callable that is checked and timed; by default that is `run` itself.
+Every kernel and every baseline is a `Kernel`: a name, the problem kinds and GEMM formats it supports, the
+compile targets it runs on, and one required method, `prepare(problem) -> callable`. The engine hands
+`prepare` the whole `Problem` (kind, format from the registry, shape, inputs), outside any timed region:
+that is where a kernel builds, picks its launch configuration and allocates workspaces. The callable it
+returns takes the problem's input tuple (`problem.data`, or another input set of the same case: same kind,
+format and shape, other values) and returns the output; it is what the engine checks and times.
 
-`unavailable_reason(target)` answers whether the kernel can run on this machine at all (target arch,
-missing toolchain); `reason_to_skip(problem, target)` combines both checks and is what the harness uses.
+`can_implement(problem) -> reason or None` states shape limits; `unavailable_reason(target)` whether the
+kernel can run on this machine at all (target arch, missing toolchain); `reason_to_skip(problem, target)`
+combines them with the kind and format checks and is what the engine asks. Every "no" is a sentence.
 """
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import Callable, ClassVar
 
 import torch
 
 from ..arch import Target
-from ..problem import Problem
+from ..problem import GEMM, Problem
 
 RunFn = Callable[[tuple], torch.Tensor]
+
+
+def triton_interpreting() -> bool:
+    """Whether Triton runs in its CPU interpreter (TRITON_INTERPRET set to anything but empty or 0)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 class Kernel(ABC):
     name: ClassVar[str]
     formats: ClassVar[tuple[str, ...]]
+    # Problem kinds (fp4bench.problem.PROBLEM_KINDS) the kernel computes.
+    problems: ClassVar[tuple[str, ...]] = (GEMM,)
     # Compile targets the kernel runs on; None means any device, the CPU included.
     archs: ClassVar[tuple[str, ...] | None] = None
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     role: ClassVar[str] = "kernel"   # "kernel" or "baseline"
     description: ClassVar[str] = ""
-    # Whether a CUDA graph may capture `run` (no host synchronisation, no allocation surprises).
+    # Whether a CUDA graph may capture the prepared callable (no host synchronisation, no allocation).
     graph_safe: ClassVar[bool] = True
     # Tensor-core input type the kernel multiplies in ("fp4", "fp8", "fp16", "bf16", "fp32"); it picks the
     # matrix rate of the speed-of-light bound (fp4bench.sol). None: the format's exact dense dtype.
@@ -52,16 +63,34 @@ class Kernel(ABC):
         return None
 
     def reason_to_skip(self, problem: Problem, target: Target) -> str | None:
+        if problem.kind not in self.problems:
+            return f"does not compute {problem.kind} problems (computes {', '.join(self.problems)})"
         if problem.fmt.name not in self.formats:
             return f"does not support format {problem.fmt.name} (supports {', '.join(self.formats)})"
         return self.unavailable_reason(target) or self.can_implement(problem)
 
-    def prepare(self, problem: Problem) -> RunFn:
-        return self.run
+    def launch_config(self, problem: Problem) -> dict | None:
+        """The launch parameters `prepare(problem)` uses (tiles, warps, stages, split-K, ...), for the record.
+
+        None for kernels without launch choices of their own (library calls, the reference)."""
+        return None
+
+    @property
+    def tunable(self) -> bool:
+        """Whether the kernel has launch configurations to tune (it overrides `tuning_candidates`)."""
+        return type(self).tuning_candidates is not Kernel.tuning_candidates
+
+    def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
+        """Launch configurations `fp4bench tune` may time for this problem (empty: nothing to tune)."""
+        return ()
+
+    def prepare_config(self, problem: Problem, config: dict) -> RunFn:
+        """`prepare` with the given launch configuration (one of `tuning_candidates`) instead of the chosen one."""
+        raise NotImplementedError(f"{self.name} has no launch configurations to choose from")
 
     @abstractmethod
-    def run(self, data: tuple) -> torch.Tensor:
-        ...
+    def prepare(self, problem: Problem) -> RunFn:
+        """Everything done once per case (build, configuration, workspaces); returns the callable to run."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

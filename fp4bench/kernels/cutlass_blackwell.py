@@ -273,6 +273,9 @@ class CutlassBlackwellKernel(Kernel):
             return "dimensions must fit in 32 bits"
         return None
 
+    def launch_config(self, problem: Problem) -> dict:
+        return {"tile": self.variant.choose(problem.shape.m).name}
+
     def prepare(self, problem: Problem) -> RunFn:
         lib = load_library(self.name)
         tile = self.variant.choose(problem.shape.m)
@@ -305,13 +308,6 @@ class CutlassBlackwellKernel(Kernel):
             return data[6]
 
         return run
-
-    def run(self, data: tuple) -> torch.Tensor:
-        a, b = data[0], data[1]
-        fa, _, _ = operand_formats(self.variant.format)
-        shape = Shape(a.shape[0], b.shape[0], a.shape[1] * fa.element.per_byte, a.shape[2])
-        fmt = GEMM_FORMATS.get(self.variant.format)
-        return self.prepare(Problem(shape, fmt, data, data[0].device))(data)
 
 
 KERNELS = tuple(CutlassBlackwellKernel(v) for v in VARIANTS)

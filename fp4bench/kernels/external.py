@@ -10,10 +10,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import torch
-
 from ..formats import GEMM_FORMATS
-from .base import Kernel
+from ..problem import Problem
+from .base import Kernel, RunFn
 
 
 class KernelLoadError(ValueError):
@@ -54,8 +53,8 @@ class ExternalKernel(Kernel):
             raise KernelLoadError(f"kernel file {path} defines no custom_kernel(data) function")
         return cls(p.stem, fn, p)
 
-    def run(self, data: tuple) -> torch.Tensor:
-        return self._fn(data)
+    def prepare(self, problem: Problem) -> RunFn:
+        return self._fn
 
 
 KERNELS = ()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from ..formats import GEMM_FORMATS
-from ..problem import Problem, Shape, infer_format
+from ..problem import Problem
 from ..reference import reference_gemm
-from .base import Kernel
+from .base import Kernel, RunFn
 
 
 class TorchReference(Kernel):
@@ -19,16 +19,15 @@ class TorchReference(Kernel):
     formats = tuple(GEMM_FORMATS)
     description = "dequantize + float32 matmul in torch (CPU or GPU)"
 
-    def run(self, data: tuple) -> torch.Tensor:
-        fmt = infer_format(data)
-        m, _, l = data[0].shape
-        n = data[1].shape[0]
-        k = data[1].shape[1] * fmt.b.element.per_byte
-        problem = Problem(Shape(m, n, k, l), fmt, data, data[0].device)
-        out = reference_gemm(problem).to(fmt.out_dtype)
-        c = data[6]
-        c.copy_(out)
-        return c
+    def prepare(self, problem: Problem) -> RunFn:
+        shape, fmt = problem.shape, problem.fmt
+
+        def run(data: tuple) -> torch.Tensor:
+            c = data[6]
+            c.copy_(reference_gemm(Problem(shape, fmt, data, c.device)).to(fmt.out_dtype))
+            return c
+
+        return run
 
 
 KERNELS = (TorchReference(),)

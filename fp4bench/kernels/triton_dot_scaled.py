@@ -14,17 +14,16 @@ Under TRITON_INTERPRET=1 it runs on the CPU with one small tile (for tests).
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from ..codecs import as_bytes
-from ..problem import infer_format
-from .base import Kernel
+from ..problem import Problem
+from .base import Kernel, RunFn, triton_interpreting
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# Read once: the autotuner's configurations are fixed when this module is imported.
+INTERPRET = triton_interpreting()
 MX_BLOCK = 32
 # The A operand's dot_scaled format and whether it carries scales, per GEMM format.
 A_OPERAND = {"mxfp4": ("e2m1", True), "w4a8": ("e4m3", True), "w4a16-mxfp4": ("bf16", False)}
@@ -90,24 +89,26 @@ class TritonDotScaled(Kernel):
     role = "baseline"
     description = "Triton tl.dot_scaled GEMM, autotuned (MX formats; emulated on Hopper)"
 
-    def run(self, data: tuple) -> torch.Tensor:
-        fmt = infer_format(data)
-        a_format, a_scaled = A_OPERAND[fmt.name]
-        a, b, sfa, sfb, c = data[0], data[1], data[2], data[3], data[6]
-        m, n, l = a.shape[0], b.shape[0], a.shape[2]
-        k = b.shape[1] * 2
-        # fp4/fp8/e8m0 storage goes in as uint8 (same strides); a dense bf16 A (W4A16) as it is.
-        a8 = as_bytes(a) if a.element_size() == 1 else a
-        b8, sb8 = as_bytes(b), as_bytes(sfb)
-        # With an unscaled A, B's scales stand in as a dummy pointer that the kernel never reads.
-        sa8 = as_bytes(sfa) if a_scaled else sb8
+    def prepare(self, problem: Problem) -> RunFn:
+        a_format, a_scaled = A_OPERAND[problem.fmt.name]
+        s = problem.shape
+        m, n, k, l = s.m, s.n, s.k, s.l
 
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]), l)
 
-        _dot_scaled_gemm[grid](a8, b8, sa8, sb8, c, m, n, k, *a8.stride(), *b8.stride(), *sa8.stride(),
-                               *sb8.stride(), *c.stride(), A_FORMAT=a_format, A_SCALED=a_scaled)
-        return c
+        def run(data: tuple) -> torch.Tensor:
+            a, b, sfa, sfb, c = data[0], data[1], data[2], data[3], data[6]
+            # fp4/fp8/e8m0 storage goes in as uint8 (same strides); a dense bf16 A (W4A16) as it is.
+            a8 = as_bytes(a) if a.element_size() == 1 else a
+            b8, sb8 = as_bytes(b), as_bytes(sfb)
+            # With an unscaled A, B's scales stand in as a dummy pointer that the kernel never reads.
+            sa8 = as_bytes(sfa) if a_scaled else sb8
+            _dot_scaled_gemm[grid](a8, b8, sa8, sb8, c, m, n, k, *a8.stride(), *b8.stride(), *sa8.stride(),
+                                   *sb8.stride(), *c.stride(), A_FORMAT=a_format, A_SCALED=a_scaled)
+            return c
+
+        return run
 
 
 KERNELS = (TritonDotScaled(),)

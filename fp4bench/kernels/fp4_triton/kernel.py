@@ -1,0 +1,81 @@
+"""The `Kernel` entry shared by the FP4 Triton GEMMs: which launch configuration a problem gets, and prepare.
+
+Configuration, in order (deterministic: no timing at run time):
+  1. on a GPU, the tuned table of this GPU model (fp4bench.config_table), written by `fp4bench tune`;
+  2. otherwise the heuristic: the first of the kernel's candidates (`GPU_CANDIDATES[0]`, the best on
+     average over the benchmark shapes when it was chosen) with split-K fitted to the SM count in whole
+     waves (`launch.choose_split_k`); on the CPU, `CPU_CONFIG`.
+The chosen configuration, resolved for the shape, is what `launch_config(problem)` returns and what the
+results record.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...config_table import tuned_config
+from ...problem import Problem
+from ..base import Kernel, RunFn, triton_interpreting
+from .launch import CPU_CONFIG, GPU_CANDIDATES, LaunchConfig, launch_gemm, resolve
+
+SOURCE_TUNED = "tuned"
+SOURCE_HEURISTIC = "heuristic"
+
+
+def _gpu_name(device: torch.device) -> str | None:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else None
+
+
+class TritonFp4Kernel(Kernel):
+    """A Triton FP4 GEMM; subclasses fix formats, targets, decoding and the math path."""
+
+    use_asm = False
+    fp8 = False
+    graph_safe = True
+
+    def unavailable_reason(self, target):
+        reason = super().unavailable_reason(target)
+        if reason:
+            return reason
+        if target.device == "cpu" and not triton_interpreting():
+            return "runs on the CPU only under Triton's interpreter: set TRITON_INTERPRET=1 before starting"
+        if target.device == "cuda" and triton_interpreting():
+            return "TRITON_INTERPRET=1 is set: Triton kernels run in the CPU interpreter, not on the GPU"
+        return None
+
+    def candidates(self, problem: Problem) -> tuple[LaunchConfig, ...]:
+        """Configurations worth tuning for this problem, the heuristic default first."""
+        if problem.device.type != "cuda":
+            return (CPU_CONFIG,)
+        if not problem.fmt.a.block_scaled or self.fp8:
+            return GPU_CANDIDATES
+        # fp4 x fp4: each tile config also with A dequantized once in a first kernel.
+        return GPU_CANDIDATES + tuple(LaunchConfig(**{**c.to_dict(), "pre_dequant_a": True}) for c in GPU_CANDIDATES)
+
+    def choose_config(self, problem: Problem) -> tuple[LaunchConfig, str]:
+        """(configuration, where it came from): the tuned table's entry, else the heuristic."""
+        name = _gpu_name(problem.device)
+        if name is not None:
+            stored = tuned_config(name, self.name, problem.fmt.name, problem.shape)
+            if stored is not None:
+                return LaunchConfig.from_dict(stored), SOURCE_TUNED
+        return self.candidates(problem)[0], SOURCE_HEURISTIC
+
+    def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
+        return tuple(c.to_dict() for c in self.candidates(problem))
+
+    def launch_config(self, problem: Problem) -> dict:
+        cfg, source = self.choose_config(problem)
+        return {**resolve(cfg, problem.shape, problem.device).to_dict(), "source": source}
+
+    def prepare(self, problem: Problem) -> RunFn:
+        return self.prepare_config(problem, self.choose_config(problem)[0].to_dict())
+
+    def prepare_config(self, problem: Problem, config: dict) -> RunFn:
+        shape, fmt = problem.shape, problem.fmt
+        plan = resolve(LaunchConfig.from_dict(config), shape, problem.device)
+        use_asm, fp8 = self.use_asm, self.fp8
+        # One launch on a scratch output compiles the kernel and allocates the split-K workspace here, outside
+        # any timed region or CUDA-graph capture.
+        launch_gemm(problem.data[:6] + (torch.empty_like(problem.c),), shape, fmt, plan, use_asm, fp8)
+        return lambda data: launch_gemm(data, shape, fmt, plan, use_asm, fp8)

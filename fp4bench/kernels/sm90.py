@@ -1,0 +1,51 @@
+"""The Hopper (sm_90a) FP4 GEMMs: exact dequantize-in-registers + wgmma, in Triton (fp4bench.kernels.fp4_triton).
+
+Hopper has no FP4 tensor cores. Every dequantized operand value is exact in the dtype it is multiplied in
+(NVFP4: e2m1 x e4m3 in fp16; MXFP4: e2m1 x 2^k in bf16), so the only rounding is the fp32 accumulation, as
+in the reference. Constraints: K a multiple of the format's block size; any M, N and L >= 1.
+"""
+
+from __future__ import annotations
+
+from .fp4_triton.kernel import TritonFp4Kernel
+
+
+class HopperKernel(TritonFp4Kernel):
+    """The sm_90a variants: PTX decode (cvt from e4m3) and wgmma, so Hopper only."""
+
+    archs = ("sm_90a",)
+    devices = ("cuda",)
+    use_asm = True
+
+
+class Sm90Nvfp4(HopperKernel):
+    name = "sm90-nvfp4"
+    formats = ("nvfp4",)
+    math_path = "fp16"
+    description = "NVFP4 x NVFP4 -> fp16: PTX e2m1 decode to fp16 in registers, fp16 wgmma, split-K (Triton)"
+
+
+class Sm90Mxfp4(HopperKernel):
+    name = "sm90-mxfp4"
+    formats = ("mxfp4",)
+    math_path = "bf16"
+    description = "MXFP4 x MXFP4 -> bf16: exact bf16 dequantize in registers, bf16 wgmma, split-K (Triton)"
+
+
+class Sm90Mxfp4Fp8(HopperKernel):
+    name = "sm90-mxfp4-fp8"
+    formats = ("mxfp4",)
+    math_path = "fp8"
+    fp8 = True
+    description = ("MXFP4 x MXFP4 -> bf16 on fp8 wgmma: per-row tile exponents factored out, residuals folded "
+                   "into exact e4m3; tiles that do not fit run on bf16 (Triton)")
+
+
+class Sm90W4a16(HopperKernel):
+    name = "sm90-w4a16"
+    formats = ("w4a16-nvfp4", "w4a16-mxfp4")
+    math_path = "bf16"
+    description = "bf16 activations x NVFP4/MXFP4 weights -> bf16: weights dequantized in registers, bf16 wgmma"
+
+
+KERNELS = (Sm90Nvfp4(), Sm90Mxfp4(), Sm90Mxfp4Fp8(), Sm90W4a16())

@@ -1,0 +1,340 @@
+"""The case life cycle, used by both `run` and `verify`: load -> check -> (tune) -> time -> re-check.
+
+`run_case(spec) -> CaseRecord` is a module-level function with picklable values in and out, so it runs in
+this process or in a worker process (fp4bench.isolation): a kernel that crashes or hangs costs its own case.
+Stages, each a small function; a stage that ends the case raises `CaseEnded(status, reason)`:
+  load     the kernel, the target, the SOL estimate; the CPU size limit of a timed run.
+  check    `check_case` on `spec.check_seeds` fresh inputs (seed, seed + 42, ...: the competition's stride):
+           NaN-poisoned, guarded output, integrity checks (fp4bench.integrity), a cache probe between inputs,
+           a second run of the first input for run-to-run differences. A failure here is never timed.
+  tune     only with `spec.tune`: time each of the kernel's candidate configurations, keep the fastest
+           unless the incumbent (the tuned table's entry) is within both measurements' noise.
+  time     `timing.time_kernel` over input sets that no check used; graph mode falls back to eager when a
+           kernel cannot be captured (noted in the record).
+  re-check one more guarded call on fresh inputs after timing: a kernel that turns stale after its first
+           calls fails here, and its timing is dropped.
+`verify` is a run whose spec has no timing options: load and check only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from . import integrity
+from .arch import Target
+from .case import CaseRecord, CaseSpec, CaseStatus, kernel_label, one_line
+from .checking import CheckResult
+from .formats import GemmFormat
+from .kernels.base import Kernel, RunFn
+from .problem import Problem, Shape, generate, min_bytes
+from .reference import Expected, expected_output
+
+# Bytes per output element that check_output's float64 temporaries take (expected, got, diff, allowed, rel,
+# masks) and that the float32 references take (this seed's and the previous one, for the cache check, each
+# with its accumulation allowance).
+CHECK_BYTES_PER_OUTPUT = 6 * 8 + 4 * 4
+
+
+class CaseEnded(Exception):
+    """A stage ended the case: its status and one-line reason."""
+
+    def __init__(self, status: CaseStatus, reason: str | None, findings: list[str] | None = None):
+        super().__init__(reason)
+        self.status, self.reason, self.findings = status, reason, findings or []
+
+
+def case_bytes(shape: Shape, fmt: GemmFormat) -> int:
+    """Estimated peak memory of checking one shape: what `check_case` holds at once, to refuse hopeless sizes.
+
+    Inputs three times (the tensors, the blocked scale copies, the integrity snapshot), four outputs (the
+    generated c, the guarded c, two kept copies), the checker's temporaries, and the float32 dequantized
+    operands of one batch twice (the codec's intermediate and its result).
+    """
+    s = shape
+    elements = s.m * s.n * s.l
+    inputs = (fmt.a.bytes_for(s.m, s.k) + fmt.b.bytes_for(s.n, s.k)) * s.l
+    out = elements * torch.empty((), dtype=fmt.out_dtype).element_size()
+    dequantized = 2 * 4 * (s.m + s.n) * s.k
+    return 3 * inputs + 4 * out + 2 * integrity.GUARD_BYTES + CHECK_BYTES_PER_OUTPUT * elements + dequantized
+
+
+def synchronize(target: Target) -> None:
+    if target.device == "cuda":
+        torch.cuda.synchronize(target.index)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# check
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class CheckOutcome:
+    """What the check stage found: the status, the worst checked input, findings and the prepared callable."""
+
+    status: CaseStatus
+    reason: str | None = None
+    check: CheckResult | None = None
+    findings: list[str] = field(default_factory=list)
+    # Largest difference between two runs on the same input (0.0: bitwise identical); None if not measured.
+    run_to_run_diff: float | None = None
+    fn: RunFn | None = None
+    problem: Problem | None = None   # the first checked input (prepare saw it)
+
+
+def checked_call(fn, problem: Problem, target: Target, expected: Expected | None = None) -> integrity.CheckedRun:
+    """One guarded call of `fn` (see fp4bench.integrity); the reference is computed when not given."""
+    if expected is None:
+        expected = expected_output(problem)
+    return integrity.checked_run(fn, problem, expected, lambda: synchronize(target))
+
+
+def check_once(fn, problem: Problem, target: Target) -> CheckResult:
+    """One guarded call on `problem`, checked; integrity findings fail the check."""
+    return checked_call(fn, problem, target).to_check_result()
+
+
+def check_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, seeds: list[int]) -> CheckOutcome:
+    """Check `kernel` on `shape` for every seed; the first failing seed decides the outcome.
+
+    Every call is guarded (fp4bench.integrity). Outputs of consecutive seeds are compared to catch a cache
+    (with a single seed, one extra probe seed is drawn), and the first seed is run a second time to report
+    run-to-run differences (a nonzero difference is a note, not a failure).
+    """
+    probe_seeds = list(seeds) if len(seeds) > 1 else [seeds[0], shape.with_seed(seeds[0]).seeds(1, start=1)[0]]
+    first = generate(shape.with_seed(probe_seeds[0]), fmt, target.torch_device)
+    reason = kernel.reason_to_skip(first, target)
+    if reason:
+        return CheckOutcome(CaseStatus.SKIP, reason)
+    try:
+        fn = kernel.prepare(first)
+    except Exception as e:  # a kernel may fail to build or set up in any way
+        return CheckOutcome(CaseStatus.ERROR, f"prepare failed: {one_line(e)}")
+    outcome = CheckOutcome(CaseStatus.PASS, fn=fn, problem=first)
+    kept: tuple[integrity.CheckedRun, Expected] | None = None
+    previous: tuple[integrity.CheckedRun, torch.Tensor] | None = None
+    for seed in probe_seeds:
+        problem = first if seed == probe_seeds[0] else generate(shape.with_seed(seed), fmt, target.torch_device)
+        expected = expected_output(problem)
+        try:
+            run = checked_call(fn, problem, target, expected)
+        except Exception as e:
+            return CheckOutcome(CaseStatus.ERROR, one_line(e), outcome.check)
+        cached = previous and integrity.cached_output(previous[0], run, previous[1], expected.values)
+        if cached:
+            run.findings.insert(0, cached)
+        result = run.to_check_result()
+        if outcome.check is None or not result.passed or result.max_abs_err > outcome.check.max_abs_err:
+            outcome.check = result
+        if not result.passed:
+            return CheckOutcome(CaseStatus.FAIL, f"seed {seed}: {result.reason}", result,
+                                [str(f) for f in run.findings])
+        previous = (run, expected.values)
+        kept = kept or (run, expected)
+    return _determinism_rerun(fn, shape.with_seed(probe_seeds[0]), fmt, target, kept, outcome)
+
+
+def _determinism_rerun(fn, shape: Shape, fmt: GemmFormat, target: Target, first, outcome: CheckOutcome) -> CheckOutcome:
+    """Run the first input again (regenerated: same seed, same data) and record the run-to-run difference."""
+    first_run, first_expected = first
+    problem = generate(shape, fmt, target.torch_device)
+    try:
+        again = checked_call(fn, problem, target, first_expected)
+    except Exception as e:
+        return CheckOutcome(CaseStatus.ERROR, f"second run on the same input: {one_line(e)}", outcome.check)
+    if not again.passed:
+        return CheckOutcome(CaseStatus.FAIL, f"second run on the same input (seed {shape.seed}) failed: "
+                                             f"{again.reason()}", outcome.check, [str(f) for f in again.findings])
+    diff, note = integrity.nondeterminism_finding(first_run.output, again.output)
+    outcome.run_to_run_diff = diff
+    if note is not None:
+        outcome.findings.append(str(note))
+        outcome.reason = str(note)
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the stages of one case
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class _Case:
+    """The state a case builds up as its stages run; `record()` freezes it."""
+
+    spec: CaseSpec
+    fmt: GemmFormat
+    started: float = field(default_factory=time.perf_counter)
+    kernel: Kernel | None = None
+    target: Target | None = None
+    values: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def record(self, status: CaseStatus, reason: str | None = None, findings=()) -> CaseRecord:
+        name = self.kernel.name if self.kernel else kernel_label(self.spec.kernel)
+        return CaseRecord.ended(self.spec, status, reason, findings=tuple(findings), notes=tuple(self.notes),
+                                seconds=time.perf_counter() - self.started,
+                                **{"role": self.kernel.role if self.kernel else None, **self.values}
+                                ).but(kernel=name)
+
+
+def _load(case: _Case) -> None:
+    from .arch import current_target
+    from .kernels import get_kernel
+    from .sol import Ceilings, estimate, math_path_of
+
+    spec = case.spec
+    try:
+        case.kernel = get_kernel(spec.kernel)
+        case.target = current_target(spec.device, spec.gpu)
+    except Exception as e:  # unknown kernel, unloadable file, missing GPU: one line in the record
+        raise CaseEnded(CaseStatus.ERROR, one_line(e)) from None
+    if case.target.device == "cuda":
+        torch.cuda.set_device(case.target.torch_device)
+    ceilings = Ceilings.from_dict(spec.ceilings) if spec.ceilings else None
+    case.values["sol"] = estimate(spec.shape, case.fmt, math_path_of(case.kernel, case.fmt), ceilings).to_dict()
+    limit = spec.timing.cpu_max_gflop if spec.timing is not None else None
+    shape = spec.shape
+    if (case.target.device == "cpu" and limit is not None and shape.flops > limit * 1e9
+            and not case.kernel.unavailable_reason(case.target)):
+        raise CaseEnded(CaseStatus.SKIP, f"{shape.flops / 1e9:.1f} GFLOP is past the CPU limit of {limit:g} GFLOP "
+                                         f"(--cpu-max-gflop; a CPU run is a smoke check, time on a GPU)")
+
+
+def _check(case: _Case) -> CheckOutcome:
+    spec = case.spec
+    outcome = check_case(case.kernel, spec.shape, case.fmt, case.target, spec.shape.seeds(spec.check_seeds))
+    case.values["check"] = outcome.check.to_dict() if outcome.check is not None else None
+    if outcome.status != CaseStatus.PASS:
+        raise CaseEnded(outcome.status, outcome.reason, outcome.findings)
+    case.values["config"] = case.kernel.launch_config(outcome.problem)
+    return outcome
+
+
+def _timing_inputs(case: _Case) -> list[Problem]:
+    """Input sets for timing, drawn with seeds after those the check used."""
+    from .timing import MODE_GRAPH, input_sets_for_cold_l2
+
+    spec, opts = case.spec, case.spec.timing
+    n_sets = 1
+    if opts.cold_l2:
+        n_sets = 2
+        if opts.mode == MODE_GRAPH and case.target.device == "cuda":
+            # The flush cannot sit between replayed calls: rotate among enough inputs to exceed L2 instead.
+            n_sets = input_sets_for_cold_l2(min_bytes(spec.shape, case.fmt), spec.l2_bytes)
+    seeds = spec.shape.seeds(n_sets, start=max(spec.check_seeds, 2))
+    return [generate(spec.shape.with_seed(s), case.fmt, case.target.torch_device) for s in seeds]
+
+
+def _measure(case: _Case, fn: RunFn, inputs: list[tuple]):
+    from .timing import MODE_EAGER, MODE_GRAPH, time_kernel
+
+    opts, target = case.spec.timing, case.target
+    mode = opts.mode
+    if mode == MODE_GRAPH and (target.device != "cuda" or not case.kernel.graph_safe):
+        why = "on a CPU" if target.device != "cuda" else f"{case.kernel.name} does not allow graph capture"
+        case.notes.append(f"graph mode not used ({why}); timed eagerly")
+        mode = MODE_EAGER
+    kwargs = dict(device=target.torch_device, options=opts, l2_bytes=case.spec.l2_bytes)
+    try:
+        return time_kernel(fn, inputs, mode=mode, **kwargs)
+    except Exception as e:
+        if mode != MODE_GRAPH:
+            raise
+        # Capture can fail in ways a kernel cannot declare (a host sync deep in a library): fall back.
+        case.notes.append(f"graph capture failed ({one_line(e)}); timed eagerly")
+        torch.cuda.synchronize()
+        return time_kernel(fn, inputs, mode=MODE_EAGER, **kwargs)
+
+
+def _tune(case: _Case, problems: list[Problem]) -> RunFn | None:
+    """Time every candidate configuration with fp4bench's own timer; store the winner in the GPU model's table.
+
+    The incumbent (the table's entry) stays unless a challenger is faster beyond both measurements' noise.
+    Returns the winner's prepared callable (None when the kernel has nothing to tune)."""
+    from dataclasses import replace as _replace
+
+    from .config_table import store_entry, table_for
+    from .timing import TIMER_OWN, time_kernel
+
+    kernel, first = case.kernel, problems[0]
+    candidates = kernel.tuning_candidates(first)
+    if len(candidates) < 2 or case.target.device != "cuda":
+        return None
+    options = _replace(case.spec.timing, timer=TIMER_OWN)
+    inputs = [p.data for p in problems]
+    timed, prepared = [], {}
+    for i, config in enumerate(candidates):
+        try:
+            prepared[i] = kernel.prepare_config(first, config)
+            m = time_kernel(prepared[i], inputs, device=case.target.torch_device, options=options,
+                            l2_bytes=case.spec.l2_bytes)
+        except Exception as e:  # a config the compiler or the GPU rejects (shared memory, registers) is skipped
+            timed.append({"config": config, "median_us": None, "rse": None, "error": one_line(e)})
+            continue
+        timed.append({"config": config, "median_us": m.stats.median * 1e6, "rse": m.stats.rse})
+    ok = [i for i, t in enumerate(timed) if t["median_us"] is not None]
+    if not ok:
+        return None
+    best = min(ok, key=lambda i: timed[i]["median_us"])
+    incumbent = table_for(case.target.name).lookup(kernel.name, case.fmt.name, case.spec.shape)
+    held = next((i for i in ok if incumbent and timed[i]["config"] == incumbent["config"]), None)
+    if held is not None and not _faster_beyond_noise(timed[best], timed[held]):
+        best = held
+    case.values["tuning"] = tuple(timed)
+    store_entry(case.target.name, kernel.name, case.fmt.name, case.spec.shape,
+                {"config": timed[best]["config"], "median_us": timed[best]["median_us"], "rse": timed[best]["rse"],
+                 "candidates": timed, "tuned": time.strftime("%Y-%m-%d")})
+    case.values["config"] = kernel.launch_config(first)
+    return prepared[best]
+
+
+def _faster_beyond_noise(challenger: dict, incumbent: dict) -> bool:
+    """Whether the challenger's median is below the incumbent's by more than both measurements' noise.
+
+    Noise of one median: its relative standard error times the median; the two add in quadrature, and the
+    gap must exceed twice that (about a 95% one-sided margin)."""
+    a, b = challenger["median_us"], incumbent["median_us"]
+    noise = math.hypot((challenger["rse"] or 0) * a, (incumbent["rse"] or 0) * b)
+    return b - a > 2 * noise
+
+
+def _time(case: _Case, checked: CheckOutcome) -> None:
+    from .sol import achieved
+
+    problems = _timing_inputs(case)
+    fn = checked.fn
+    try:
+        if case.spec.tune:
+            fn = _tune(case, problems) or fn
+        m = _measure(case, fn, [p.data for p in problems])
+    except Exception as e:  # a kernel may break in any way while being timed
+        raise CaseEnded(CaseStatus.ERROR, f"while timing: {one_line(e)}") from None
+    # A seed that neither the check nor the timing used.
+    fresh_seed = case.spec.shape.seeds(1, start=max(case.spec.check_seeds, 2) + len(problems))[0]
+    del problems
+    try:
+        recheck = check_once(fn, generate(case.spec.shape.with_seed(fresh_seed), case.fmt,
+                                          case.target.torch_device), case.target)
+    except Exception as e:
+        raise CaseEnded(CaseStatus.ERROR, f"re-check after timing: {one_line(e)}") from None
+    if not recheck.passed:
+        raise CaseEnded(CaseStatus.FAIL, f"re-check after timing (seed {fresh_seed}): {recheck.reason}")
+    sol = case.values["sol"]
+    case.values["timing"] = m.to_dict(keep_samples=case.spec.timing.keep_samples)
+    case.values["metrics"] = achieved(sol["flops"], sol["bytes"], m.stats.median, sol["seconds"])
+
+
+def run_case(spec: CaseSpec) -> CaseRecord:
+    """Check, then (when the spec has timing options) time and re-check one case; returns its record."""
+    from .formats import gemm_format
+
+    case = _Case(spec, gemm_format(spec.format))
+    try:
+        _load(case)
+        checked = _check(case)
+        if spec.timing is not None:
+            _time(case, checked)
+    except CaseEnded as end:
+        return case.record(end.status, end.reason, end.findings)
+    return case.record(CaseStatus.PASS, checked.reason, checked.findings)

@@ -1,0 +1,142 @@
+"""Sweeps beyond one machine and CI gates: `run --shard I/N`, `fp4bench merge`, the exit code of a run that
+checked nothing, and the tuned-configuration table."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from fp4bench.case import CaseSpec
+from fp4bench.cli import main
+from fp4bench.commands.run import shard_positions
+from fp4bench.errors import EXIT_NOTHING_CHECKED
+from fp4bench.problem import Shape
+from fp4bench.results import load_results
+
+SHAPES = textwrap.dedent("""\
+    shapes:
+      - {m: 64, n: 96, k: 256}
+      - {m: 32, n: 64, k: 512, l: 2}
+      - {m: 128, n: 32, k: 128}
+      - {m: 16, n: 16, k: 64}
+    """)
+FAST = ["--device", "cpu", "--isolation", "none", "--budget", "0.02", "--min-samples", "2", "--seeds", "1",
+        "-q", "--no-measure-ceilings", "--format", "nvfp4,mxfp4"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def shapes(tmp_path):
+    p = tmp_path / "s.yml"
+    p.write_text(SHAPES)
+    return p
+
+
+def test_three_shards_merged_are_exactly_the_unsharded_run(shapes, tmp_path):
+    kernels = ["--kernels", "torch-ref,cublas-dense"]
+    whole = tmp_path / "whole.json"
+    assert invoke("run", "--shapes", shapes, *kernels, "--json", whole, *FAST).exit_code == 0
+    parts = []
+    for i in (1, 2, 3):
+        part = tmp_path / f"part{i}.json"
+        r = invoke("run", "--shapes", shapes, *kernels, "--json", part, "--shard", f"{i}/3", *FAST)
+        assert r.exit_code == 0, r.output
+        parts.append(part)
+    sizes = [len(load_results(p)["cases"]) for p in parts]
+    assert all(sizes) and sum(sizes) == 16
+    merged = tmp_path / "all.json"
+    r = invoke("merge", *parts, "-o", merged)
+    assert r.exit_code == 0 and "16 case(s) from 3 document(s)" in r.output, r.output
+    assert [c.key for c in load_results(merged)["cases"]] == [c.key for c in load_results(whole)["cases"]]
+    # The merged document is an ordinary one: report and compare take it.
+    assert invoke("report", merged).exit_code == 0
+    r = invoke("compare", whole, merged, "--threshold", "1000%")
+    # Host timings of 20 ms budgets jitter on a shared CPU; what matters is that every case matched.
+    assert r.exit_code in (0, 1) and "**16 case(s):" in r.output and "new" not in r.output.split("**16")[1], r.output
+
+
+def test_merge_refuses_other_gpus_commits_and_repeated_cases(shapes, tmp_path):
+    one = tmp_path / "one.json"
+    assert invoke("run", "--shapes", shapes, "--kernels", "torch-ref", "--json", one, "--shard", "1/2",
+                  *FAST).exit_code == 0
+    doc = json.loads(one.read_text())
+    other = tmp_path / "other.json"
+    doc["environment"]["gpus"] = [{"name": "NVIDIA H100"}]
+    doc["cases"] = []
+    other.write_text(json.dumps(doc))
+    r = invoke("merge", one, other, "-o", tmp_path / "x.json")
+    assert r.exit_code == 2 and "not shards of one sweep" in r.output and "GPU" in r.output
+    assert invoke("merge", one, other, "-o", tmp_path / "x.json", "--force").exit_code == 0
+    doc["environment"]["gpus"], doc["environment"]["software"]["fp4bench_commit"] = [], "0" * 40
+    other.write_text(json.dumps(doc))
+    r = invoke("merge", one, other, "-o", tmp_path / "x.json")
+    assert r.exit_code == 2 and "commit" in r.output
+    r = invoke("merge", one, one, "-o", tmp_path / "x.json")
+    assert r.exit_code == 2 and "is in both" in r.output
+
+
+def test_shards_are_deterministic_balanced_and_cover_the_plan():
+    cases = [CaseSpec("k", "nvfp4", Shape(m, 7168, 2048)) for m in (1, 16, 64, 128, 256, 512, 1024, 2048, 4096)]
+    split = [shard_positions(cases, i, 3) for i in (1, 2, 3)]
+    assert sorted(p for part in split for p in part) == list(range(len(cases)))
+    assert split == [shard_positions(cases, i, 3) for i in (1, 2, 3)]
+    # The largest case has a shard nearly to itself; the small ones are spread over the rest.
+    assert sum(len(part) for part in split) == 9 and min(len(part) for part in split) >= 1
+    for bad in ("0/3", "4/3", "x", "1-3"):
+        r = invoke("run", "--shard", bad, "--device", "cpu")
+        assert r.exit_code == 2 and "--shard" in r.output
+
+
+def test_a_run_that_checked_nothing_fails_the_gate(shapes):
+    r = invoke("verify", "--shapes", shapes, "--kernel", "sm90-nvfp4", "--device", "cpu", "--isolation", "none")
+    assert r.exit_code == EXIT_NOTHING_CHECKED, r.output
+    assert "0 passed, 0 failed, 0 errors, 4 skipped" in r.output and "nothing was checked" in r.output
+
+
+def test_tuned_table_round_trip_and_lookup(tmp_path, monkeypatch):
+    from fp4bench import config_table
+
+    monkeypatch.setenv(config_table.TABLE_DIR_ENV, str(tmp_path))
+    shape = Shape(128, 7168, 2048, seed=5)
+    assert config_table.tuned_config("NVIDIA H200", "sm90-nvfp4", "nvfp4", shape) is None
+    path = config_table.store_entry("NVIDIA H200", "sm90-nvfp4", "nvfp4", shape,
+                                    {"config": {"block_n": 64}, "median_us": 9.5, "rse": 0.003})
+    assert path == tmp_path / "nvidia-h200.json"
+    # The seed does not change a launch: another seed finds the same entry.
+    assert config_table.tuned_config("NVIDIA H200", "sm90-nvfp4", "nvfp4", shape.with_seed(9)) == {"block_n": 64}
+    assert config_table.tuned_config("NVIDIA H100", "sm90-nvfp4", "nvfp4", shape) is None
+    path.write_text("{broken")
+    config_table._cached_table.cache_clear()
+    with pytest.raises(config_table.ConfigTableError, match="unreadable"):
+        config_table.tuned_config("NVIDIA H200", "sm90-nvfp4", "nvfp4", shape)
+
+
+def test_triton_kernels_choose_a_recorded_configuration(tmp_path, monkeypatch):
+    from fp4bench import config_table
+    from fp4bench.formats import gemm_format
+    from fp4bench.kernels import get_kernel
+    from fp4bench.kernels.fp4_triton.launch import GPU_CANDIDATES
+    from fp4bench.problem import generate
+
+    kernel = get_kernel("sm90-nvfp4")
+    problem = generate(Shape(128, 256, 512), gemm_format("nvfp4"))
+    # Off a GPU: the CPU configuration, recorded with where it came from.
+    cfg = kernel.launch_config(problem)
+    assert cfg["source"] == "heuristic" and cfg["block_n"] == 32 and cfg["split_k"] == 2
+    candidates = kernel.tuning_candidates(problem)
+    assert len(candidates) == 1
+    # On a GPU the table wins over the heuristic (the GPU name is the only device fact it needs).
+    monkeypatch.setenv(config_table.TABLE_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr("fp4bench.kernels.fp4_triton.kernel._gpu_name", lambda device: "NVIDIA H200")
+    chosen, source = kernel.choose_config(problem)
+    assert source == "heuristic" and chosen == kernel.candidates(problem)[0]
+    stored = {**GPU_CANDIDATES[3].to_dict(), "split_k": 4}
+    config_table.store_entry("NVIDIA H200", "sm90-nvfp4", "nvfp4", problem.shape, {"config": stored})
+    chosen, source = kernel.choose_config(problem)
+    assert source == "tuned" and chosen.to_dict() == stored
