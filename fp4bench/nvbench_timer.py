@@ -77,7 +77,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .timing import MODE_EAGER, MODE_GRAPH, MODES, WARMUP_MIN_S, Measurement, Stats, StoppingRule
+from .timing import MODE_EAGER, MODE_GRAPH, MODES, Measurement, Stats, StoppingRule, warm_up
 
 TIMER = "nvbench"
 CLOCK = "nvbench-cuda-events"
@@ -410,19 +410,6 @@ class _Job:
     error: BaseException | None = None
 
 
-def _warm_up(fn, inputs: Sequence) -> int:
-    """Every input set at least once and for WARMUP_MIN_S, synchronised (as timing._warm_up does)."""
-    calls = 0
-    start = time.perf_counter()
-    while calls < len(inputs) or time.perf_counter() - start < WARMUP_MIN_S:
-        fn(inputs[calls % len(inputs)])
-        calls += 1
-        if calls % len(inputs) == 0:
-            _sync_current_stream()
-    _sync_current_stream()
-    return calls
-
-
 class _Session:
     """The process's one nvbench run. Its benchmark body runs on the runner thread and serves jobs from a
     queue until it gets None; each job is one `State.exec` of the same state."""
@@ -503,7 +490,7 @@ class _Session:
         # Grad and inference mode are thread-local in torch: use the caller's.
         with torch.inference_mode(job.inference_mode), torch.set_grad_enabled(job.grad_enabled):
             with _use_stream(state.get_stream().addressof(), self.device_index):
-                warmup = _warm_up(fn, inputs)
+                warmup = warm_up(fn, inputs, _sync_current_stream)
             self._clear_sidecars()
             state.exec(launcher, batched=False)
         samples = self._take_samples()

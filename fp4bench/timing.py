@@ -298,15 +298,16 @@ class Measurement:
         return d
 
 
-def _warm_up(fn, inputs: Sequence[tuple], timer: Timer) -> int:
+def warm_up(fn, inputs: Sequence[tuple], synchronize: Callable[[], None]) -> int:
+    """Call `fn` on every input set at least once and for WARMUP_MIN_S, synchronising after each round."""
     calls = 0
     start = time.perf_counter()
     while calls < len(inputs) or time.perf_counter() - start < WARMUP_MIN_S:
         fn(inputs[calls % len(inputs)])
         calls += 1
         if calls % len(inputs) == 0:
-            timer.synchronize()
-    timer.synchronize()
+            synchronize()
+    synchronize()
     return calls
 
 
@@ -339,7 +340,7 @@ def measure(fn: Callable[[tuple], object], inputs: Sequence[tuple], *, device: t
         raise ValueError("graph mode needs a CUDA device")
     timer = timer_for(device)
     began = time.perf_counter()
-    warmup = _warm_up(fn, inputs, timer)
+    warmup = warm_up(fn, inputs, timer.synchronize)
 
     flush = L2Flusher(device, l2_bytes) if (cold_l2 and mode == MODE_EAGER and device.type == "cuda") else None
     if mode == MODE_GRAPH:

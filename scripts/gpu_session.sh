@@ -1,34 +1,52 @@
 #!/usr/bin/env bash
-# One GPU session on a lent machine: install, device query and ceilings, verify every kernel, the timed runs
-# that become baselines/, and a second run of the benchmark shapes for run-to-run agreement.
-# Full logs and JSON go to $OUT (default ./gpu-out); a short summary is printed last.
-# Usage: FP4BENCH_GIT_COMMIT=$(git rev-parse HEAD) bash scripts/gpu_session.sh [main|repeat]
-#   main    device, verify, the task shapes (nvfp4), the benchmark shapes saved as baselines/<gpu>.json
-#   repeat  the benchmark shapes again, compared with the stored baseline (run-to-run agreement)
+# GPU sessions on a lent machine; each stage fits one device call. Full logs and JSON go to $OUT (default
+# ./gpu-out); a short summary is printed last. Run from the repository root:
+#   FP4BENCH_GIT_COMMIT=$(git rev-parse HEAD) bash scripts/gpu_session.sh STAGE
+# Stages:
+#   tune      verify every kernel (all formats), tune the sm90 kernels on the benchmark shapes (writes
+#             fp4bench/tuned/<gpu>.json, copied to $OUT), then the benchmark and decode groups timed (bench1.json)
+#   repeat    the same run in a fresh process (bench2.json), compared with bench1 (run-to-run agreement,
+#             configurations) and with the stored baseline; the benchmark shapes timed with --timer nvbench
+#   baseline  the benchmark and decode groups saved as baselines/<gpu>.json
+# Optional wheels (cuda-bench for --timer nvbench) are installed from .whl/ when present.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 || export PYTHONPATH=$PWD
-fp4() { python3 -m fp4bench "$@"; }
-KERNELS='sm90-*,triton-fp4,triton-dot-scaled,cublas-dense,torch-dequant-mm,torch-scaled-mm,sm1*'
-BENCH_FORMATS=nvfp4,mxfp4,w4a16-nvfp4,w4a16-mxfp4
-
-STAGE=${1:-main}
-if [ "$STAGE" = repeat ]; then
-    fp4 run --shapes shapes/task.yml --group benchmarks --format "$BENCH_FORMATS" --kernels "$KERNELS" -q \
-        --budget 1 --json "$OUT/bench2.json" > "$OUT/bench2.txt" 2>&1; echo "bench2 rc=$?"
-    fp4 compare baselines/ "$OUT/bench2.json" > "$OUT/compare.md" 2>&1; echo "compare rc=$?"
-    tail -25 "$OUT/compare.md"
-    exit 0
+if ls .whl/*.whl > /dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl > "$OUT/install.log" 2>&1 && export PYTHONPATH=/tmp/site
 fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fp4() { python3 -m fp4bench "$@"; }
+KERNELS='sm90-*,triton-dot-scaled,cublas-dense'
+FORMATS=nvfp4,mxfp4,w4a16-nvfp4,w4a16-mxfp4
+BENCH=(--shapes shapes/task.yml --group benchmarks --group decode --format "$FORMATS" --kernels "$KERNELS"
+       --budget 1 -q)
 
-fp4 device --measure --json > "$OUT/device.json" 2> "$OUT/device.err"; echo "device rc=$?"
-fp4 verify --device cuda --format all --seeds 2 > "$OUT/verify.txt" 2>&1; echo "verify rc=$?"
-fp4 run --shapes shapes/task.yml --format nvfp4 --kernels "$KERNELS" --budget 1 -q \
-    --json "$OUT/task_nvfp4.json" > "$OUT/task_nvfp4.txt" 2>&1; echo "task nvfp4 rc=$?"
-fp4 run --shapes shapes/task.yml --group benchmarks --format "$BENCH_FORMATS" --kernels "$KERNELS" -q \
-    --budget 1 --save-baseline --json "$OUT/bench1.json" > "$OUT/bench1.txt" 2>&1; echo "bench1 rc=$?"
-cp baselines/*.json "$OUT/" 2>/dev/null
-tail -3 "$OUT/verify.txt"
-grep -E "geomean|SKIP" "$OUT/bench1.txt" | grep -E "geomean|torch-scaled-mm" | head -40
+case "${1:-tune}" in
+tune)
+    fp4 verify --device cuda --format all --seeds 1 > "$OUT/verify.txt" 2>&1; echo "verify rc=$?"
+    fp4 tune --shapes shapes/task.yml --group benchmarks --kernels 'sm90-*' --format "$FORMATS" --budget 0.3 -q \
+        --json "$OUT/tune.json" > "$OUT/tune.txt" 2>&1; echo "tune rc=$?"
+    cp fp4bench/tuned/*.json "$OUT/" 2>/dev/null
+    fp4 run "${BENCH[@]}" --json "$OUT/bench1.json" > "$OUT/bench1.txt" 2>&1; echo "bench1 rc=$?"
+    tail -2 "$OUT/verify.txt"
+    grep -E "geomean" "$OUT/bench1.txt" | head -40
+    ;;
+repeat)
+    fp4 run "${BENCH[@]}" --json "$OUT/bench2.json" > "$OUT/bench2.txt" 2>&1; echo "bench2 rc=$?"
+    fp4 compare "$OUT/bench1.json" "$OUT/bench2.json" > "$OUT/compare12.md" 2>&1; echo "compare bench1 bench2 rc=$?"
+    fp4 compare baselines/ "$OUT/bench1.json" > "$OUT/compare_stored.md" 2>&1; echo "compare stored bench1 rc=$?"
+    fp4 run --shapes shapes/task.yml --group benchmarks --format nvfp4 --kernels 'sm90-nvfp4,cublas-dense' \
+        --timer nvbench -q --json "$OUT/nvbench.json" > "$OUT/nvbench.txt" 2>&1; echo "nvbench rc=$?"
+    tail -3 "$OUT/compare12.md"; tail -3 "$OUT/compare_stored.md"; grep -E "geomean" "$OUT/nvbench.txt"
+    ;;
+baseline)
+    fp4 run "${BENCH[@]}" --save-baseline --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1; echo "bench rc=$?"
+    cp baselines/*.json "$OUT/" 2>/dev/null
+    grep -E "geomean" "$OUT/bench.txt" | head -40
+    ;;
+*)
+    echo "unknown stage $1" >&2; exit 2 ;;
+esac

@@ -140,3 +140,64 @@ def test_triton_kernels_choose_a_recorded_configuration(tmp_path, monkeypatch):
     config_table.store_entry("NVIDIA H200", "sm90-nvfp4", "nvfp4", problem.shape, {"config": stored})
     chosen, source = kernel.choose_config(problem)
     assert source == "tuned" and chosen.to_dict() == stored
+
+
+class _DelayKernel:
+    """A kernel with two launch configurations: one adds a host delay. Tuning must find the other."""
+
+    from fp4bench.kernels.torch_ref import TorchReference as _Ref
+
+    name, role, formats, math_path = "delayed", "kernel", ("nvfp4",), None
+
+    def __init__(self):
+        self.ref = self._Ref()
+
+    def reason_to_skip(self, problem, target):
+        return None
+
+    def unavailable_reason(self, target):
+        return None
+
+    def tuning_candidates(self, problem):
+        return ({"delay_s": 0.003}, {"delay_s": 0.0})
+
+    def launch_config(self, problem):
+        from fp4bench.config_table import tuned_config
+
+        stored = tuned_config("cpu", self.name, problem.fmt.name, problem.shape)
+        return stored or self.tuning_candidates(problem)[0]
+
+    def prepare_config(self, problem, config):
+        import time
+
+        run = self.ref.prepare(problem)
+
+        def delayed(data):
+            time.sleep(config["delay_s"])
+            return run(data)
+
+        return delayed
+
+    def prepare(self, problem):
+        return self.prepare_config(problem, self.launch_config(problem))
+
+
+def test_tuning_stores_the_faster_configuration_and_records_every_candidate(tmp_path, monkeypatch):
+    from fp4bench import config_table
+    from fp4bench.pipeline import run_case
+    from fp4bench.timing import TimingOptions
+
+    monkeypatch.setenv(config_table.TABLE_DIR_ENV, str(tmp_path))
+    config_table._cached_table.cache_clear()
+    monkeypatch.setattr("fp4bench.kernels.get_kernel", lambda name: _DelayKernel())
+    shape = Shape(32, 48, 128, seed=3)
+    timing = TimingOptions(budget_s=0.1, min_samples=5)
+    record = run_case(CaseSpec("delayed", "nvfp4", shape, timing=timing, check_seeds=1, tune=True))
+    assert record.status == "pass", record.reason
+    assert [t["config"] for t in record.tuning] == [{"delay_s": 0.003}, {"delay_s": 0.0}]
+    assert record.tuning[0]["median_us"] > record.tuning[1]["median_us"] + 2000
+    assert record.config == {"delay_s": 0.0} and record.median_s < 0.002
+    assert config_table.tuned_config("cpu", "delayed", "nvfp4", shape) == {"delay_s": 0.0}
+    # Without --tune the stored configuration is used as it is, and recorded.
+    again = run_case(CaseSpec("delayed", "nvfp4", shape, timing=timing, check_seeds=1))
+    assert again.config == {"delay_s": 0.0} and again.tuning is None
