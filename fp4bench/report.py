@@ -142,3 +142,33 @@ def render_checks(cases: list[CaseRecord]) -> str:
             for c in cases]
     return tabulate(rows, headers=["kernel", "format", "shape", "status", "max abs", "max rel", "detail"],
                     disable_numparse=True)
+
+
+# Launch parameters at their defaults are left out of the configuration column: the rest says what differs.
+_CONFIG_DEFAULTS = {"maxnreg": None, "programs_per_sm": 1, "join_k": False, "pre_dequant_a": False,
+                    "max_block_m": 128}
+
+
+def config_text(config: dict | None) -> str:
+    """A recorded launch configuration as '[source] tile MxNxK key=value ...' (defaults left out)."""
+    if not config:
+        return "-"
+    rest = {k: v for k, v in config.items() if k != "source" and _CONFIG_DEFAULTS.get(k, object()) != v}
+    parts = [f"[{config['source']}]"] if "source" in config else []
+    if {"block_m", "block_n", "block_k"} <= set(rest):
+        parts.append(f"tile {rest.pop('block_m')}x{rest.pop('block_n')}x{rest.pop('block_k')}")
+    return " ".join(parts + [f"{k}={v}" for k, v in rest.items()])
+
+
+def render_configs(cases: list[CaseRecord], width: int = 100) -> str:
+    """Which launch configuration every case ran with (and, when tuning ran, how many candidates it timed)."""
+    rows = []
+    for c in cases:
+        tuned = f"{len(c.tuning)} timed" if c.tuning else ""
+        rows.append([c.kernel, c.format, shape_label(c.shape), config_text(c.config), tuned])
+    headers = ["kernel", "format", "shape", "configuration", "tuning"]
+    # Every other column at its widest, plus the two-space gaps between the five columns; tabulate can come
+    # out two characters wider than a wrapped column's limit.
+    fixed = sum(max([len(headers[i])] + [len(r[i]) for r in rows]) for i in (0, 1, 2, 4)) + 2 * 4
+    return tabulate(rows, headers=headers, disable_numparse=True,
+                    maxcolwidths=[None, None, None, max(24, width - fixed - 2), None])

@@ -82,3 +82,18 @@ def test_csv_has_one_row_per_case():
     assert len(rows) == len(CASES)
     assert rows[0]["median_us"] == "1.0000" and rows[0]["speedup"] == "2" and rows[0]["pct_sol"] == "50"
     assert rows[2]["status"] == "fail" and rows[2]["median_us"] == "" and rows[2]["reason"]
+
+
+def test_configurations_are_shown_compactly_within_100_columns():
+    from fp4bench.report import config_text, render_configs
+
+    cfg = {"block_n": 128, "block_k": 256, "num_warps": 8, "num_stages": 2, "max_block_m": 128, "maxnreg": None,
+           "programs_per_sm": 1, "join_k": True, "pre_dequant_a": False, "split_k": 4, "block_m": 128,
+           "source": "tuned"}
+    assert config_text(cfg) == "[tuned] tile 128x128x256 num_warps=8 num_stages=2 join_k=True split_k=4"
+    assert config_text(None) == "-" and config_text({"tile": "sm120_x", "source": "heuristic"}) == \
+        "[heuristic] tile=sm120_x"
+    cases = [c.but(config=cfg, tuning=({"config": {}, "median_us": 1.0},) * 3) for c in CASES]
+    text = render_configs(cases)
+    assert "3 timed" in text and "[tuned] tile 128x128x256" in text
+    assert max(len(line) for line in text.splitlines()) <= 100

@@ -133,13 +133,14 @@ def test_triton_kernels_choose_a_recorded_configuration(tmp_path, monkeypatch):
     assert len(candidates) == 1
     # On a GPU the table wins over the heuristic (the GPU name is the only device fact it needs).
     monkeypatch.setenv(config_table.TABLE_DIR_ENV, str(tmp_path))
-    monkeypatch.setattr("fp4bench.kernels.fp4_triton.kernel._gpu_name", lambda device: "NVIDIA H200")
-    chosen, source = kernel.choose_config(problem)
-    assert source == "heuristic" and chosen == kernel.candidates(problem)[0]
+    monkeypatch.setattr("fp4bench.kernels.base.gpu_model", lambda device: "NVIDIA H200")
+    chosen, source = kernel.chosen_config(problem)
+    assert source == "heuristic" and chosen == kernel.candidates(problem)[0].to_dict()
     stored = {**GPU_CANDIDATES[3].to_dict(), "split_k": 4}
     config_table.store_entry("NVIDIA H200", "sm90-nvfp4", "nvfp4", problem.shape, {"config": stored})
-    chosen, source = kernel.choose_config(problem)
-    assert source == "tuned" and chosen.to_dict() == stored
+    chosen, source = kernel.chosen_config(problem)
+    assert source == "tuned" and chosen == stored
+    assert kernel.launch_config(problem)["source"] == "tuned"
 
 
 class _DelayKernel:

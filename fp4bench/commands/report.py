@@ -13,7 +13,7 @@ import click
 
 from ..case import CaseStatus
 from ..errors import InputError
-from ..report import render_tables
+from ..report import render_configs, render_tables
 from ..results import ResultsFileError, atomic_write_text, load_results
 
 README_BEGIN = "<!-- results:begin -->"
@@ -42,13 +42,17 @@ def describe_run(doc: dict, path: str) -> str:
 @click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
               help=f"Rewrite the section between {README_BEGIN} and {README_END} of this file.")
 @click.option("--skipped/--no-skipped", default=True, show_default=True, help="Show the skipped cases.")
-def report(results, baseline, markdown, readme, skipped):
+@click.option("--configs", is_flag=True, help="Show the launch configuration each case ran with instead.")
+def report(results, baseline, markdown, readme, skipped, configs):
     """Print the tables of a stored results file."""
     try:
         doc = load_results(results)
     except ResultsFileError as e:
         raise InputError(str(e)) from None
     cases = doc["cases"] if skipped else [c for c in doc["cases"] if c.status != CaseStatus.SKIP]
+    if configs:
+        click.echo(render_configs([c for c in cases if c.status != CaseStatus.SKIP]))
+        return
     names = {c.kernel for c in cases}
     base = None if baseline.lower() == "none" else baseline
     if base is not None and base not in names:

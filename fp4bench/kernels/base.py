@@ -7,7 +7,9 @@ that is where a kernel builds, picks its launch configuration and allocates work
 returns takes the problem's input tuple (`problem.data`, or another input set of the same case: same kind,
 format and shape, other values) and returns the output; it is what the engine checks and times.
 
-`can_implement(problem) -> reason or None` states shape limits; `unavailable_reason(target)` whether the
+Kernels with launch choices list them (`tuning_candidates`), build one (`prepare_config`) and get the one to
+run from `chosen_config`: the GPU model's tuned table (fp4bench.config_table), else their heuristic, never a
+timing at run time. `can_implement(problem) -> reason or None` states shape limits; `unavailable_reason(target)` whether the
 kernel can run on this machine at all (target arch, missing toolchain); `reason_to_skip(problem, target)`
 combines them with the kind and format checks and is what the engine asks. Every "no" is a sentence.
 """
@@ -21,14 +23,23 @@ from typing import Callable, ClassVar
 import torch
 
 from ..arch import Target
+from ..config_table import tuned_config
 from ..problem import GEMM, Problem
 
 RunFn = Callable[[tuple], torch.Tensor]
+# Where a launch configuration came from (recorded with it).
+SOURCE_TUNED = "tuned"
+SOURCE_HEURISTIC = "heuristic"
 
 
 def triton_interpreting() -> bool:
     """Whether Triton runs in its CPU interpreter (TRITON_INTERPRET set to anything but empty or 0)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def gpu_model(device: torch.device) -> str | None:
+    """The GPU model name the tuned tables are kept by (None for the CPU)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else None
 
 
 class Kernel(ABC):
@@ -69,20 +80,39 @@ class Kernel(ABC):
             return f"does not support format {problem.fmt.name} (supports {', '.join(self.formats)})"
         return self.unavailable_reason(target) or self.can_implement(problem)
 
-    def launch_config(self, problem: Problem) -> dict | None:
-        """The launch parameters `prepare(problem)` uses (tiles, warps, stages, split-K, ...), for the record.
-
-        None for kernels without launch choices of their own (library calls, the reference)."""
-        return None
-
     @property
     def tunable(self) -> bool:
-        """Whether the kernel has launch configurations to tune (it overrides `tuning_candidates`)."""
+        """Whether the kernel has launch configurations to choose from (it overrides `tuning_candidates`)."""
         return type(self).tuning_candidates is not Kernel.tuning_candidates
 
     def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
-        """Launch configurations `fp4bench tune` may time for this problem (empty: nothing to tune)."""
+        """Launch configurations `fp4bench tune` may time for this problem, the heuristic's choice first."""
         return ()
+
+    def heuristic_config(self, problem: Problem) -> dict | None:
+        """The configuration for a shape the tuned table has no entry for: by default the first candidate."""
+        candidates = self.tuning_candidates(problem)
+        return dict(candidates[0]) if candidates else None
+
+    def chosen_config(self, problem: Problem) -> tuple[dict | None, str | None]:
+        """(configuration, "tuned" | "heuristic"): the GPU model's tuned table first, else the heuristic.
+
+        Deterministic: nothing is timed here, so every process runs the same configuration."""
+        if not self.tunable:
+            return None, None
+        model = gpu_model(problem.device)
+        if model is not None:
+            stored = tuned_config(model, self.name, problem.fmt.name, problem.shape)
+            if stored is not None:
+                return stored, SOURCE_TUNED
+        return self.heuristic_config(problem), SOURCE_HEURISTIC
+
+    def launch_config(self, problem: Problem) -> dict | None:
+        """The launch parameters `prepare(problem)` uses and where they came from, for the record.
+
+        None for kernels without launch choices of their own (library calls, the reference)."""
+        config, source = self.chosen_config(problem)
+        return None if config is None else {**config, "source": source}
 
     def prepare_config(self, problem: Problem, config: dict) -> RunFn:
         """`prepare` with the given launch configuration (one of `tuning_candidates`) instead of the chosen one."""

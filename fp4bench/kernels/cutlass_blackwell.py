@@ -53,7 +53,7 @@ class Variant:
     name: str
     target: str                       # the compile target, also the only arch it runs on
     format: str                       # a GEMM format name (operands and output dtype)
-    tiles: tuple[TileConfig, ...]     # tried in order; the first whose max_m admits M wins
+    tiles: tuple[TileConfig, ...]     # the heuristic: the first whose max_m admits M (unless a tuned table says)
     k_multiple: int                   # from operand alignment (CUTLASS), beyond the format's block size
     n_multiple: int = 8
     description: str = ""
@@ -273,12 +273,20 @@ class CutlassBlackwellKernel(Kernel):
             return "dimensions must fit in 32 bits"
         return None
 
-    def launch_config(self, problem: Problem) -> dict:
+    def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
+        return tuple({"tile": t.name} for t in self.variant.tiles)
+
+    def heuristic_config(self, problem: Problem) -> dict:
         return {"tile": self.variant.choose(problem.shape.m).name}
 
     def prepare(self, problem: Problem) -> RunFn:
+        return self.prepare_config(problem, self.chosen_config(problem)[0])
+
+    def prepare_config(self, problem: Problem, config: dict) -> RunFn:
         lib = load_library(self.name)
-        tile = self.variant.choose(problem.shape.m)
+        tile = next((t for t in self.variant.tiles if t.name == config["tile"]), None)
+        if tile is None:
+            raise ValueError(f"{self.name} has no tile configuration {config['tile']!r}")
         args = GemmArguments.from_data(problem.data, self.variant.format).to_struct()
         reason = lib.can_implement(tile.name, args)
         if reason:

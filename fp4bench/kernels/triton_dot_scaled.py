@@ -1,4 +1,4 @@
-"""`triton-dot-scaled`: a Triton GEMM on `tl.dot_scaled`, autotuned over a fixed set of tiles (a baseline).
+"""`triton-dot-scaled`: a Triton GEMM on `tl.dot_scaled` over a fixed set of tiles (a baseline).
 
 Formats: those whose scales are e8m0 with 32 values per scale, which every Triton with `tl.dot_scaled`
 takes: MXFP4 (e2m1 x e2m1), W4A8 (e4m3 x e2m1) and W4A16-MXFP4 (bf16 x e2m1, A unscaled). NVFP4 (e4m3 scales,
@@ -7,9 +7,10 @@ takes: MXFP4 (e2m1 x e2m1), W4A8 (e4m3 x e2m1) and W4A16-MXFP4 (bf16 x e2m1, A u
 registers, so this is the "what a good compiler gives you today" reference, not a tensor-core FP4 path.
 
 Reads the row-major scales (data[2], data[3]) and any strides, so the competition's [rows, cols, L] views
-go in as they are; masks make any M and N legal (K is a multiple of 32 by the format). Autotuning runs
-on the first call of each (M, N, K), which the engine's warm-up keeps out of the timings.
-Under TRITON_INTERPRET=1 it runs on the CPU with one small tile (for tests).
+go in as they are; masks make any M and N legal (K is a multiple of 32 by the format). The tile comes from the
+GPU model's tuned table (`fp4bench tune`), else the heuristic: the first candidate whose BLOCK_M is at least
+min(M, 128) (small M wastes no rows); nothing is timed at run time. Under TRITON_INTERPRET=1 it runs on the CPU
+with one small tile (for tests).
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ from ..codecs import as_bytes
 from ..problem import Problem
 from .base import Kernel, RunFn, triton_interpreting
 
-# Read once: the autotuner's configurations are fixed when this module is imported.
 INTERPRET = triton_interpreting()
 MX_BLOCK = 32
 # The A operand's dot_scaled format and whether it carries scales, per GEMM format.
 A_OPERAND = {"mxfp4": ("e2m1", True), "w4a8": ("e4m3", True), "w4a16-mxfp4": ("bf16", False)}
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps): small-M and large-M tiles, both K depths; 8 configs keep
-# autotuning to about a second per shape.
+# (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps): small-M and large-M tiles, both K depths.
 GPU_TILES = (
     (64, 64, 256, 4, 4), (64, 128, 256, 4, 4), (64, 256, 128, 3, 4), (128, 64, 256, 4, 4),
     (128, 128, 128, 3, 4), (128, 128, 256, 3, 8), (128, 256, 128, 3, 8), (128, 128, 128, 4, 8),
@@ -37,13 +36,9 @@ GPU_TILES = (
 INTERPRETER_TILES = ((64, 64, 128, 1, 4),)
 
 
-def _configs():
-    tiles = INTERPRETER_TILES if INTERPRET else GPU_TILES
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_stages=s, num_warps=w)
-            for bm, bn, bk, s, w in tiles]
+TILE_KEYS = ("block_m", "block_n", "block_k", "num_stages", "num_warps")
 
 
-@triton.autotune(configs=_configs(), key=["M", "N", "K", "A_FORMAT"])
 @triton.jit
 def _dot_scaled_gemm(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, K,
                      s_am, s_ak, s_al, s_bn, s_bk, s_bl, s_sam, s_sak, s_sal, s_sbn, s_sbk, s_sbl,
@@ -87,15 +82,26 @@ class TritonDotScaled(Kernel):
     formats = tuple(A_OPERAND)
     devices = ("cpu", "cuda") if INTERPRET else ("cuda",)
     role = "baseline"
-    description = "Triton tl.dot_scaled GEMM, autotuned (MX formats; emulated on Hopper)"
+    description = "Triton tl.dot_scaled GEMM, fixed tiles (MX formats; emulated on Hopper)"
+
+    def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
+        tiles = INTERPRETER_TILES if problem.device.type == "cpu" else GPU_TILES
+        return tuple(dict(zip(TILE_KEYS, t)) for t in tiles)
+
+    def heuristic_config(self, problem: Problem) -> dict:
+        candidates = self.tuning_candidates(problem)
+        want = min(problem.shape.m, 128)
+        return dict(next((c for c in candidates if c["block_m"] >= want), candidates[0]))
 
     def prepare(self, problem: Problem) -> RunFn:
+        return self.prepare_config(problem, self.chosen_config(problem)[0])
+
+    def prepare_config(self, problem: Problem, config: dict) -> RunFn:
         a_format, a_scaled = A_OPERAND[problem.fmt.name]
         s = problem.shape
         m, n, k, l = s.m, s.n, s.k, s.l
-
-        def grid(meta):
-            return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]), l)
+        tile = {key: int(config[key]) for key in TILE_KEYS}
+        grid = (triton.cdiv(m, tile["block_m"]), triton.cdiv(n, tile["block_n"]), l)
 
         def run(data: tuple) -> torch.Tensor:
             a, b, sfa, sfb, c = data[0], data[1], data[2], data[3], data[6]
@@ -105,7 +111,9 @@ class TritonDotScaled(Kernel):
             # With an unscaled A, B's scales stand in as a dummy pointer that the kernel never reads.
             sa8 = as_bytes(sfa) if a_scaled else sb8
             _dot_scaled_gemm[grid](a8, b8, sa8, sb8, c, m, n, k, *a8.stride(), *b8.stride(), *sa8.stride(),
-                                   *sb8.stride(), *c.stride(), A_FORMAT=a_format, A_SCALED=a_scaled)
+                                   *sb8.stride(), *c.stride(), A_FORMAT=a_format, A_SCALED=a_scaled,
+                                   BLOCK_M=tile["block_m"], BLOCK_N=tile["block_n"], BLOCK_K=tile["block_k"],
+                                   num_stages=tile["num_stages"], num_warps=tile["num_warps"])
             return c
 
         return run

@@ -1,6 +1,6 @@
-"""The `Kernel` entry shared by the FP4 Triton GEMMs: which launch configuration a problem gets, and prepare.
+"""The `Kernel` entry shared by the FP4 Triton GEMMs: their launch candidates, and prepare.
 
-Configuration, in order (deterministic: no timing at run time):
+Configuration (`Kernel.chosen_config`; deterministic, no timing at run time):
   1. on a GPU, the tuned table of this GPU model (fp4bench.config_table), written by `fp4bench tune`;
   2. otherwise the heuristic: the first of the kernel's candidates (`GPU_CANDIDATES[0]`, the best on
      average over the benchmark shapes when it was chosen) with split-K fitted to the SM count in whole
@@ -13,17 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from ...config_table import tuned_config
 from ...problem import Problem
 from ..base import Kernel, RunFn, triton_interpreting
 from .launch import CPU_CONFIG, GPU_CANDIDATES, LaunchConfig, launch_gemm, resolve
-
-SOURCE_TUNED = "tuned"
-SOURCE_HEURISTIC = "heuristic"
-
-
-def _gpu_name(device: torch.device) -> str | None:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else None
 
 
 class TritonFp4Kernel(Kernel):
@@ -52,24 +44,15 @@ class TritonFp4Kernel(Kernel):
         # fp4 x fp4: each tile config also with A dequantized once in a first kernel.
         return GPU_CANDIDATES + tuple(LaunchConfig(**{**c.to_dict(), "pre_dequant_a": True}) for c in GPU_CANDIDATES)
 
-    def choose_config(self, problem: Problem) -> tuple[LaunchConfig, str]:
-        """(configuration, where it came from): the tuned table's entry, else the heuristic."""
-        name = _gpu_name(problem.device)
-        if name is not None:
-            stored = tuned_config(name, self.name, problem.fmt.name, problem.shape)
-            if stored is not None:
-                return LaunchConfig.from_dict(stored), SOURCE_TUNED
-        return self.candidates(problem)[0], SOURCE_HEURISTIC
-
     def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
         return tuple(c.to_dict() for c in self.candidates(problem))
 
     def launch_config(self, problem: Problem) -> dict:
-        cfg, source = self.choose_config(problem)
-        return {**resolve(cfg, problem.shape, problem.device).to_dict(), "source": source}
+        config, source = self.chosen_config(problem)
+        return {**resolve(LaunchConfig.from_dict(config), problem.shape, problem.device).to_dict(), "source": source}
 
     def prepare(self, problem: Problem) -> RunFn:
-        return self.prepare_config(problem, self.choose_config(problem)[0].to_dict())
+        return self.prepare_config(problem, self.chosen_config(problem)[0])
 
     def prepare_config(self, problem: Problem, config: dict) -> RunFn:
         shape, fmt = problem.shape, problem.fmt
