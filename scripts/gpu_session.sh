@@ -8,6 +8,9 @@
 #   repeat    the same run in a fresh process (bench2.json), compared with bench1 (run-to-run agreement,
 #             configurations) and with the stored baseline; the benchmark shapes timed with --timer nvbench
 #   baseline  the benchmark and decode groups saved as baselines/<gpu>.json
+#   final     after a kernel change: the GPU tests of the sm90 kernels and the registry matrix, verify of
+#             sm90-w4a16 on the verify and task shapes, tuning of sm90-w4a16 and triton-dot-scaled (benchmark
+#             and decode groups), the baseline run and a repeat in a fresh process, compared
 # Optional wheels (cuda-bench for --timer nvbench) are installed from .whl/ when present.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -45,6 +48,21 @@ repeat)
 baseline)
     fp4 run "${BENCH[@]}" --save-baseline --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1; echo "bench rc=$?"
     cp baselines/*.json "$OUT/" 2>/dev/null
+    grep -E "geomean" "$OUT/bench.txt" | head -40
+    ;;
+final)
+    python3 -m pytest -q -x -p no:cacheprovider -m gpu tests/test_sm90_kernels.py tests/test_kernels.py \
+        > "$OUT/pytest_gpu.txt" 2>&1; echo "pytest gpu rc=$?"
+    for shapes in shapes/verify.yml shapes/task.yml; do
+        fp4 verify --device cuda --shapes "$shapes" --kernel sm90-w4a16 --format w4a16-nvfp4,w4a16-mxfp4 --seeds 2
+    done > "$OUT/verify.txt" 2>&1; echo "verify w4a16 rc=$?"
+    fp4 tune --shapes shapes/task.yml --group benchmarks --group decode --kernels 'sm90-w4a16,triton-dot-scaled' \
+        --format "$FORMATS" --budget 0.3 -q --json "$OUT/tune.json" > "$OUT/tune.txt" 2>&1; echo "tune rc=$?"
+    cp fp4bench/tuned/*.json "$OUT/" 2>/dev/null
+    fp4 run "${BENCH[@]}" --save-baseline --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1; echo "bench rc=$?"
+    fp4 run "${BENCH[@]}" --json "$OUT/bench2.json" > "$OUT/bench2.txt" 2>&1; echo "bench2 rc=$?"
+    fp4 compare "$OUT/bench.json" "$OUT/bench2.json" > "$OUT/compare.md" 2>&1; echo "compare rc=$?"
+    tail -1 "$OUT/pytest_gpu.txt"; grep -E "passed" "$OUT/verify.txt"; tail -1 "$OUT/compare.md"
     grep -E "geomean" "$OUT/bench.txt" | head -40
     ;;
 *)

@@ -196,3 +196,42 @@ def test_join_k_and_pre_dequantized_a_variants_interpreted():
     for join_k, fmt_name, pre, split, passed, reason in results:
         assert split >= 2, "split-K must be exercised"
         assert passed, (join_k, fmt_name, pre, reason)
+
+
+W4A16_SCRIPT = textwrap.dedent("""
+    import json, torch
+    from fp4bench.checking import check_output
+    from fp4bench.formats import GEMM_FORMATS
+    from fp4bench.kernels.fp4_triton import w4a16
+    from fp4bench.problem import Shape, generate, poison_output
+    from fp4bench.reference import reference_gemm
+
+    out = []
+    for fmt_name in ("w4a16-nvfp4", "w4a16-mxfp4"):
+        fmt = GEMM_FORMATS[fmt_name]
+        for shape, word_scales, split in ((Shape(45, 40, 384, 2, seed=5), True, 2),
+                                          (Shape(16, 64, 256, 1, seed=6), False, 1),
+                                          (Shape(20, 33, 96, 1, seed=7), True, 3)):
+            p = generate(shape, fmt)
+            cfg = {**w4a16.CPU_CONFIG, "word_scales": word_scales, "split_k": split}
+            if shape.k % cfg["block_k"]:
+                cfg["block_k"] = 32
+            run = w4a16.prepare_w4a16(p.data, shape, fmt.b.scale.power_of_two, fmt.b.block_size, cfg, True)
+            first = check_output(run(poison_output(p).data), reference_gemm(p), fmt.out_dtype)
+            again = check_output(run(poison_output(p).data), reference_gemm(p), fmt.out_dtype)
+            out.append([fmt_name, str(shape), first.passed and again.passed, first.reason or again.reason])
+    print(json.dumps(out))
+""")
+
+
+def test_w4a16_register_decoding_kernel_interpreted():
+    """sm90-w4a16's kernel under the interpreter (the same bit manipulation as its PTX, in float32):
+    both weight formats, masked M/N/K edges, batches, split-K with the counters reset between calls."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", W4A16_SCRIPT], capture_output=True, text=True, env=env,
+                          timeout=900, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == 6
+    for fmt_name, shape, passed, reason in results:
+        assert passed, (fmt_name, shape, reason)

@@ -7,7 +7,7 @@ in the reference. Constraints: K a multiple of the format's block size; any M, N
 
 from __future__ import annotations
 
-from .fp4_triton.kernel import TritonFp4Kernel
+from .fp4_triton.kernel import TritonFp4Kernel, W4a16Kernel
 
 
 class HopperKernel(TritonFp4Kernel):
@@ -41,11 +41,13 @@ class Sm90Mxfp4Fp8(HopperKernel):
                    "into exact e4m3; tiles that do not fit run on bf16 (Triton)")
 
 
-class Sm90W4a16(HopperKernel):
+class Sm90W4a16(W4a16Kernel):
     name = "sm90-w4a16"
-    formats = ("w4a16-nvfp4", "w4a16-mxfp4")
+    archs = ("sm_90a",)
+    devices = ("cuda",)
     math_path = "bf16"
-    description = "bf16 activations x NVFP4/MXFP4 weights -> bf16: weights dequantized in registers, bf16 wgmma"
+    description = ("bf16 activations x NVFP4/MXFP4 weights -> bf16: weights decoded to bf16 in registers as "
+                   "wgmma's A operand, split-K (Triton)")
 
 
 KERNELS = (Sm90Nvfp4(), Sm90Mxfp4(), Sm90Mxfp4Fp8(), Sm90W4a16())

@@ -15,14 +15,13 @@ import torch
 
 from ...problem import Problem
 from ..base import Kernel, RunFn, triton_interpreting
+from . import w4a16
 from .launch import CPU_CONFIG, GPU_CANDIDATES, LaunchConfig, launch_gemm, resolve
 
 
-class TritonFp4Kernel(Kernel):
-    """A Triton FP4 GEMM; subclasses fix formats, targets, decoding and the math path."""
+class TritonKernel(Kernel):
+    """A Triton kernel: on the CPU only under Triton's interpreter, on a GPU only without it."""
 
-    use_asm = False
-    fp8 = False
     graph_safe = True
 
     def unavailable_reason(self, target):
@@ -34,6 +33,13 @@ class TritonFp4Kernel(Kernel):
         if target.device == "cuda" and triton_interpreting():
             return "TRITON_INTERPRET=1 is set: Triton kernels run in the CPU interpreter, not on the GPU"
         return None
+
+
+class TritonFp4Kernel(TritonKernel):
+    """The tile kernels of gemm.py / gemm_fp8.py; subclasses fix formats, targets, decoding and the math path."""
+
+    use_asm = False
+    fp8 = False
 
     def candidates(self, problem: Problem) -> tuple[LaunchConfig, ...]:
         """Configurations worth tuning for this problem, the heuristic default first."""
@@ -62,3 +68,29 @@ class TritonFp4Kernel(Kernel):
         # any timed region or CUDA-graph capture.
         launch_gemm(problem.data[:6] + (torch.empty_like(problem.c),), shape, fmt, plan, use_asm, fp8)
         return lambda data: launch_gemm(data, shape, fmt, plan, use_asm, fp8)
+
+
+class W4a16Kernel(TritonKernel):
+    """bf16 activations x FP4 weights on the swapped, register-decoding kernel of w4a16.py."""
+
+    formats = ("w4a16-nvfp4", "w4a16-mxfp4")
+
+    def can_implement(self, problem: Problem) -> str | None:
+        if problem.a.stride(1) != 1:
+            return "needs K-major activations (A[:, k, :] contiguous along K)"
+        return None
+
+    def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
+        return w4a16.candidates(problem.shape, problem.device)
+
+    def prepare(self, problem: Problem) -> RunFn:
+        return self.prepare_config(problem, self.chosen_config(problem)[0])
+
+    def prepare_config(self, problem: Problem, config: dict) -> RunFn:
+        weights = problem.fmt.b
+        run = w4a16.prepare_w4a16(problem.data, problem.shape, weights.scale.power_of_two, weights.block_size,
+                                  config, interpret=triton_interpreting())
+        # One launch on a scratch output compiles the kernel and allocates the workspace here, outside any timed
+        # region or CUDA-graph capture.
+        run(problem.data[:6] + (torch.empty_like(problem.c),))
+        return run

@@ -147,7 +147,7 @@ class _Workspaces:
         return self._cache[key]
 
 
-_WORKSPACES = _Workspaces()
+WORKSPACES = _Workspaces()
 _DOT_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 _TORCH_DTYPES = {tl.float16: torch.float16, tl.bfloat16: torch.bfloat16, tl.float32: torch.float32}
 
@@ -164,7 +164,7 @@ def dot_dtype(fmt: GemmFormat, device: torch.device):
     return _DOT_DTYPES[dtype]
 
 
-def _scale_words(permuted: torch.Tensor | None) -> torch.Tensor | None:
+def scale_words(permuted: torch.Tensor | None) -> torch.Tensor | None:
     """The blocked scale bytes as int32 words [L, rest * 128] (a view; each 128x4 tile is 512 bytes)."""
     if permuted is None:
         return None
@@ -183,16 +183,16 @@ def launch_gemm(data: tuple, shape: Shape, fmt: GemmFormat, plan: Launch, use_as
     a_dense = not fmt.a.block_scaled
     mult_dtype = dot_dtype(fmt, c.device)
     b_t = as_bytes(b)
-    sfb = _scale_words(sfb_perm)
+    sfb = scale_words(sfb_perm)
     if cfg.pre_dequant_a and not a_dense and not fp8:
-        a_t = _dequantize_a(a, _scale_words(sfa_perm), fmt, shape, mult_dtype, use_asm)
+        a_t = _dequantize_a(a, scale_words(sfa_perm), fmt, shape, mult_dtype, use_asm)
         a_dense = True
     else:
         a_t = a if a_dense else as_bytes(a)
-    sfa = sfb if a_dense else _scale_words(sfa_perm)   # a dense A has no scales; the pointer goes unused
+    sfa = sfb if a_dense else scale_words(sfa_perm)   # a dense A has no scales; the pointer goes unused
     grid_n, grid_m = ceil_div(n, cfg.block_n), ceil_div(m, plan.block_m)
     tiles = grid_n * grid_m * l
-    ws, cnt = _WORKSPACES.get(c.device, tiles, plan.split_k, cfg.block_n * plan.block_m)
+    ws, cnt = WORKSPACES.get(c.device, tiles, plan.split_k, cfg.block_n * plan.block_m)
     grid = (grid_n, grid_m, plan.split_k * l)
     # SPLIT_K is a run-time argument: one compiled kernel serves every split count.
     args = (a_t, b_t, sfa, sfb, c, ws, cnt, m, n, k, plan.split_k,
@@ -214,7 +214,7 @@ def launch_gemm(data: tuple, shape: Shape, fmt: GemmFormat, plan: Launch, use_as
 def _dequantize_a(a: torch.Tensor, sfa: torch.Tensor, fmt: GemmFormat, shape: Shape, dtype,
                   use_asm: bool) -> torch.Tensor:
     m, k, l = shape.m, shape.k, shape.l
-    out = _WORKSPACES.dense(a.device, l, m, k, _TORCH_DTYPES[dtype])
+    out = WORKSPACES.dense(a.device, l, m, k, _TORCH_DTYPES[dtype])
     x = as_bytes(a)
     grid = (ceil_div(m, DEQUANT_BLOCK_R), ceil_div(k, DEQUANT_BLOCK_K), l)
     dequant_rows_kernel[grid](x, sfa, out, m, k, x.stride(0), x.stride(1), x.stride(2), sfa.stride(0),
