@@ -8,8 +8,9 @@ registers, so this is the "what a good compiler gives you today" reference, not 
 
 Reads the row-major scales (data[2], data[3]) and any strides, so the competition's [rows, cols, L] views
 go in as they are; masks make any M and N legal (K is a multiple of 32 by the format). The tile comes from the
-GPU model's tuned table (`fp4bench tune`), else the heuristic: the first candidate whose BLOCK_M is at least
-min(M, 128) (small M wastes no rows); nothing is timed at run time. Under TRITON_INTERPRET=1 it runs on the CPU
+GPU model's tuned table (`fp4bench tune`), else the heuristic: the first candidate, 64x64x256 with 4 stages,
+which fits every format's shared memory (128-row tiles of a bf16 A with 4 stages need 287 KB, more than an
+H200 has) and was the fastest or near it at every M on an H200; nothing is timed at run time. Under TRITON_INTERPRET=1 it runs on the CPU
 with one small tile (for tests).
 """
 
@@ -28,7 +29,8 @@ MX_BLOCK = 32
 # The A operand's dot_scaled format and whether it carries scales, per GEMM format.
 A_OPERAND = {"mxfp4": ("e2m1", True), "w4a8": ("e4m3", True), "w4a16-mxfp4": ("bf16", False)}
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps): small-M and large-M tiles, both K depths.
+# (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps): small-M and large-M tiles, both K depths; the first is the
+# heuristic's choice.
 GPU_TILES = (
     (64, 64, 256, 4, 4), (64, 128, 256, 4, 4), (64, 256, 128, 3, 4), (128, 64, 256, 4, 4),
     (128, 128, 128, 3, 4), (128, 128, 256, 3, 8), (128, 256, 128, 3, 8), (128, 128, 128, 4, 8),
@@ -87,11 +89,6 @@ class TritonDotScaled(Kernel):
     def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
         tiles = INTERPRETER_TILES if problem.device.type == "cpu" else GPU_TILES
         return tuple(dict(zip(TILE_KEYS, t)) for t in tiles)
-
-    def heuristic_config(self, problem: Problem) -> dict:
-        candidates = self.tuning_candidates(problem)
-        want = min(problem.shape.m, 128)
-        return dict(next((c for c in candidates if c["block_m"] >= want), candidates[0]))
 
     def prepare(self, problem: Problem) -> RunFn:
         return self.prepare_config(problem, self.chosen_config(problem)[0])
