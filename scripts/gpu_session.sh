@@ -11,6 +11,7 @@
 #   final     after a kernel change: the GPU tests of the sm90 kernels and the registry matrix, verify of
 #             sm90-w4a16 on the verify and task shapes, tuning of sm90-w4a16 and triton-dot-scaled (benchmark
 #             and decode groups), the baseline run and a repeat in a fresh process, compared
+#   twice     the baseline run and a repeat in a fresh process, compared
 # Optional wheels (cuda-bench for --timer nvbench) are installed from .whl/ when present.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -64,6 +65,12 @@ final)
     fp4 compare "$OUT/bench.json" "$OUT/bench2.json" > "$OUT/compare.md" 2>&1; echo "compare rc=$?"
     tail -1 "$OUT/pytest_gpu.txt"; grep -E "passed" "$OUT/verify.txt"; tail -1 "$OUT/compare.md"
     grep -E "geomean" "$OUT/bench.txt" | head -40
+    ;;
+twice)
+    fp4 run "${BENCH[@]}" --save-baseline --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1; echo "bench rc=$?"
+    fp4 run "${BENCH[@]}" --json "$OUT/bench2.json" > "$OUT/bench2.txt" 2>&1; echo "bench2 rc=$?"
+    fp4 compare "$OUT/bench.json" "$OUT/bench2.json" > "$OUT/compare.md" 2>&1; echo "compare rc=$?"
+    tail -1 "$OUT/compare.md"; grep -E "geomean" "$OUT/bench.txt" | head -40
     ;;
 *)
     echo "unknown stage $1" >&2; exit 2 ;;
