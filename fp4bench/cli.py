@@ -22,6 +22,7 @@ COMMANDS = {
     "report": "fp4bench.commands.report:report",
     "tune": "fp4bench.commands.run:tune",
     "merge": "fp4bench.commands.merge:merge",
+    "plot": "fp4bench.commands.plot:plot",
 }
 
 

@@ -262,13 +262,59 @@ def _us(t: Timing | None) -> str:
     return f"{t.median_s * 1e6:.4g} ± {t.std_s * 1e6:.2g}"
 
 
+def _median_us(t: Timing | None) -> str:
+    return "-" if t is None else f"{t.median_s * 1e6:.4g}"
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(c: Comparison) -> str:
-    """A summary for a CI log or a GitHub step summary."""
+def _ordered(c: Comparison, show_all: bool) -> list[Row]:
+    """Rows worst first; the unremarkable ones (ok, within noise, skipped) only with `show_all`."""
+    order = {v: i for i, v in enumerate(VERDICT_ORDER)}
+    quiet = (SAME, NOISE, SKIPPED)
+    return [r for r in sorted(c.rows, key=lambda r: (order[r.verdict], r.key)) if show_all or r.verdict not in quiet]
+
+
+def _summary_line(c: Comparison) -> str:
     bad = c.count(REGRESSION) + c.count(CORRECTNESS)
+    counts = ", ".join(f"{c.count(v)} {v}" for v in VERDICT_ORDER if c.count(v))
+    return f"{len(c.rows)} case(s): {counts}. " + (
+        f"{bad} case(s) fail the comparison." if bad else "No regression." if not c.errors else "")
+
+
+def render_text(c: Comparison, show_all: bool = False, width: int = 100) -> str:
+    """The comparison for a terminal or a CI log, within `width` columns: the environments, every case that
+    needs a look (all with `show_all`) worst first, the reasons below the table, and a summary line."""
+    import textwrap
+
+    title = "FAILED" if c.exit_code != EXIT_OK else "OK"
+    lines = [f"fp4bench compare: {title} (threshold {c.threshold * 100:g}% and beyond both runs' spread)"]
+    env_rows = [["file", c.base_path, c.new_path]] if (c.base_path or c.new_path) else []
+    env_rows += [[key, c.base_env.get(key) or "-", c.new_env.get(key) or "-"]
+                 for key in ("gpu", "driver", "clock", "torch", "commit", "created")]
+    lines += ["", tabulate(env_rows, headers=["", "baseline", "new"], disable_numparse=True,
+                           maxcolwidths=[None, (width - 12) // 2, (width - 12) // 2])]
+    notes = [f"warning: {w}" for w in c.warnings] + [f"error: {e}" for e in c.errors]
+    rows, details = [], []
+    for r in _ordered(c, show_all):
+        rows.append([r.key[0], r.key[2], shape_text(r.key), _median_us(r.base), _median_us(r.new),
+                     "-" if r.ratio is None else f"{r.ratio:.3f}", r.verdict])
+        if r.detail:
+            details.append(f"{r.key[0]} {r.key[2]} {shape_text(r.key)}: {r.detail}")
+    if rows:
+        lines += ["", tabulate(rows, headers=["kernel", "format", "shape", "base µs", "new µs", "ratio", "verdict"],
+                               disable_numparse=True, colalign=("left", "left", "left", "right", "right", "right",
+                                                                "left"))]
+    lines += [""] * bool(details or notes)
+    lines += [textwrap.fill(text, width, subsequent_indent="    ") for text in notes + details]
+    lines += ["", _summary_line(c)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_markdown(c: Comparison, show_all: bool = True) -> str:
+    """A summary for a CI log or a GitHub step summary (rendered there, so not held to a terminal's width)."""
     title = "FAILED" if c.exit_code != EXIT_OK else "OK"
     lines = [f"## fp4bench compare: {title}", "",
              f"Threshold {c.threshold * 100:g}% (and beyond both runs' spread).", ""]
@@ -280,15 +326,12 @@ def render_markdown(c: Comparison) -> str:
     lines += [f"> **error:** {_cell(e)}" for e in c.errors]
     if c.warnings or c.errors:
         lines.append("")
-    order = {v: i for i, v in enumerate(VERDICT_ORDER)}
     rows = [[_cell(r.key[0]), r.key[2], shape_text(r.key), _us(r.base), _us(r.new),
              "-" if r.ratio is None else f"{r.ratio:.3f}",
              f"{VERDICT_MARK.get(r.verdict, '')} {r.verdict}".strip(), _cell(r.detail)]
-            for r in sorted(c.rows, key=lambda r: (order[r.verdict], r.key))]
+            for r in _ordered(c, show_all)]
     lines += [tabulate(rows, headers=["kernel", "format", "shape", "baseline µs", "new µs", "new/baseline",
                                       "verdict", "detail"], tablefmt="github", disable_numparse=True,
                        colalign=("left", "left", "left", "right", "right", "right", "left", "left")), ""]
-    counts = ", ".join(f"{c.count(v)} {v}" for v in VERDICT_ORDER if c.count(v))
-    lines.append(f"**{len(c.rows)} case(s): {counts}.** " + (
-        f"{bad} case(s) fail the comparison." if bad else "No regression." if not c.errors else ""))
+    lines.append(f"**{_summary_line(c).replace('. ', '.** ', 1)}")
     return "\n".join(lines).rstrip() + "\n"

@@ -26,12 +26,20 @@ def shapes_dir() -> Path:
     return _find("shapes")
 
 
+def bundled_shape_sets() -> list[str]:
+    """Names of the shape sets shipped with fp4bench ('task', 'verify', ...)."""
+    return sorted(f.stem for f in shapes_dir().glob("*.yml"))
+
+
 def resolve_shapes_path(path: str) -> Path:
-    """A shape file path as given, else the bundled file of that name (so 'shapes/task.yml' works anywhere)."""
+    """A shape file path as given, else the bundled set of that name: 'shapes/task.yml', 'task.yml' and 'task'
+    all work from any directory."""
     p = Path(path)
     if p.exists():
         return p
-    bundled = shapes_dir() / p.name
-    if bundled.exists() and (p.parent.name in ("", "shapes")):
-        return bundled
+    if p.parent.name in ("", "shapes"):
+        for name in (p.name, f"{p.name}.yml"):
+            bundled = shapes_dir() / name
+            if bundled.exists():
+                return bundled
     return p

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from .problem import Shape
-from .resources import resolve_shapes_path
+from .resources import bundled_shape_sets, resolve_shapes_path
 
 REQUIRED = ("m", "n", "k")
 OPTIONAL = {"l": 1, "seed": 1111}
@@ -48,7 +48,8 @@ def load_shapes(path: str | Path, groups: tuple[str, ...] | None = None) -> list
     try:
         text = p.read_text()
     except OSError as e:
-        raise ShapeFileError(f"cannot read shape file {path}: {e.strerror or e}") from None
+        raise ShapeFileError(f"cannot read shape file {path}: {e.strerror or e} (bundled sets: "
+                             f"{', '.join(bundled_shape_sets())})") from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:

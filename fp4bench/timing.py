@@ -369,11 +369,11 @@ def measure(fn: Callable[[tuple], object], inputs: Sequence[tuple], *, device: t
         batch_samples = timer.time_calls(calls, flush)
         if not batch_samples and time.perf_counter() - start > rule.budget_s and len(samples) >= 2:
             stop = "budget"
-        for t in batch_samples:
-            samples.append(t / per_sample_calls)
+        # The rule is asked once per batch: its standard error runs over every sample so far, and asking it
+        # after each sample made the check quadratic in the sample count (seconds per case on a CPU).
+        samples.extend(t / per_sample_calls for t in batch_samples[:rule.max_samples - len(samples)])
+        if batch_samples:
             stop = rule.verdict(samples, time.perf_counter() - start)
-            if stop is not None:
-                break
     del flush
     return Measurement(stats=Stats.from_samples(samples), samples=samples, mode=mode, clock=timer.clock,
                        cold_l2=cold_l2, input_sets=len(inputs), calls_per_sample=per_sample_calls,

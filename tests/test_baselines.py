@@ -50,8 +50,8 @@ def test_torch_scaled_mm_is_skipped_on_hopper_and_cpu_with_the_reason():
     problem = generate(Shape(128, 256, 256), gemm_format("nvfp4"))
     k = get_kernel("torch-scaled-mm")
     reason = k.reason_to_skip(problem, HOPPER)
-    assert reason == "needs sm_100/sm_103/sm_120/sm_121; this GPU is sm_90"
-    assert k.reason_to_skip(problem, CPU) == "needs sm_100/sm_103/sm_120/sm_121; this machine has no GPU"
+    assert reason == "needs sm_100, sm_103, sm_120 or sm_121; this GPU is sm_90"
+    assert k.reason_to_skip(problem, CPU) == "needs sm_100, sm_103, sm_120 or sm_121; this machine has no GPU"
     assert k.math_path == "fp4"
 
 

@@ -187,8 +187,10 @@ def test_cli_exit_codes_and_directory_baseline(tmp_path):
     assert r.exit_code == 0, r.output
     assert "nvidia-h200.json" in r.output and "No regression." in r.output
     r = invoke(base_dir, slow, "--summary", tmp_path / "summary.md")
-    assert r.exit_code == 1 and "regression" in r.output
-    assert (tmp_path / "summary.md").read_text() == r.output
+    assert r.exit_code == 1 and "regression" in r.output and "fail the comparison" in r.output
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("## fp4bench compare: FAILED") and "🔻 regression" in summary
+    assert invoke(base_dir, slow, "--markdown").output == summary
     assert invoke(base_dir, slow, "--threshold", "40%").exit_code == 0
     assert invoke(base_dir, broken).exit_code == 1
 
@@ -260,9 +262,11 @@ def test_compare_two_real_runs_then_a_slowed_kernel(tmp_path, one_thread):
     # call, far beyond any threshold, so a generous one keeps the honest pair stable.
     r = invoke(first, second, "--threshold", "200%")
     assert r.exit_code == 0, r.output
-    assert "| correct | nvfp4 | 64x96x256x2 |" in squash(r.output) and "No regression." in r.output
+    assert "No regression." in r.output and "1 case(s): 1 ok." in r.output
+    listed = invoke(first, second, "--threshold", "200%", "--all").output
+    assert "correct nvfp4 64x96x256x2" in squash(listed) and max(map(len, listed.splitlines())) <= 100
     slowed = real_run(tmp_path, FIXTURES / "slowed" / "correct.py", "slowed")
     assert json.loads(slowed.read_text())["cases"][0]["kernel"] == "correct"
     r = invoke(first, slowed, "--threshold", "200%")
     assert r.exit_code == 1, r.output
-    assert "🔻 regression" in r.output
+    assert "regression" in r.output and "slower" in r.output

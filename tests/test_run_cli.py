@@ -23,6 +23,11 @@ def shapes(tmp_path):
     return str(p)
 
 
+def squash(text: str) -> str:
+    """Output with the wrapping of long lines undone."""
+    return " ".join(text.split())
+
+
 def invoke(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
@@ -32,9 +37,9 @@ def test_run_checks_times_and_writes_json_csv(shapes, tmp_path):
     r = invoke("run", "--shapes", shapes, "--kernels", "torch-ref,cublas-dense,torch-scaled-mm",
                "--format", "mxfp4", "--isolation", "none", "--json", str(out_json), "--csv", str(out_csv), *FAST)
     assert r.exit_code == 0, r.output
-    assert "mxfp4 (speedup vs cublas-dense); CPU times" in r.output
+    assert "mxfp4 (speedup vs cublas-dense (a torch CPU matmul here))\nCPU times from a host clock" in r.output
     assert "geomean (2/2)" in r.output
-    assert "needs sm_100/sm_103/sm_120/sm_121; this machine has no GPU" in r.output  # torch-scaled-mm skipped
+    assert "needs sm_100, sm_103, sm_120 or sm_121; this machine has no GPU" in r.output  # torch-scaled-mm skipped
     assert "4 passed, 0 failed, 0 errors, 2 skipped" in r.output
     doc = load_results(out_json)
     assert doc["settings"]["baseline"] == "cublas-dense"
@@ -133,10 +138,11 @@ def test_cpu_run_skips_cases_past_the_gflop_limit_with_the_reason(tmp_path):
     shapes = tmp_path / "s.yml"
     shapes.write_text("- {m: 32, n: 48, k: 64}\n- {m: 64, n: 64, k: 256}\n")
     r = invoke("run", "--shapes", str(shapes), "--kernels", "torch-ref,sm90-nvfp4", "--format", "nvfp4", "--isolation", "none",
-               "--device", "cpu", "--cpu-max-gflop", "0.0005", *FAST)
+               "--device", "cpu", "--cpu-max-gflop", "0.003", *FAST)
     assert r.exit_code == 0, r.output
-    # 2*64*64*256 = 2.1 MFLOP is past 0.5 MFLOP: skipped and said why; 2*32*48*64 = 0.2 MFLOP is timed.
-    assert "GFLOP is past the CPU limit of 0.0005 GFLOP" in r.output
+    # Work = GEMM FLOPs + 256 per operand element: 64x64x256 is 2.1 + 8.4 MFLOP, past 3 MFLOP: skipped and
+    # said why; 32x48x64 is 0.2 + 1.3 MFLOP: timed.
+    assert "GFLOP of work (the GEMM and dequantizing its operands) is past the CPU limit of 0.003" in squash(r.output)
     assert "1 passed, 0 failed, 0 errors, 3 skipped" in r.output
     # A kernel that cannot run on the CPU keeps its own reason.
     assert "needs sm_90; this machine has no GPU" in r.output

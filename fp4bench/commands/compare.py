@@ -1,7 +1,9 @@
 """`fp4bench compare BASELINE NEW`: judge a fresh run against a stored baseline (see fp4bench.compare).
 
 BASELINE is a results file or a directory of baselines (the file for the new run's GPU is picked).
-Prints a markdown summary; exit 0 no regression, 1 regression or correctness failure, 2 unusable input.
+Prints the comparison within 100 columns (the cases that need a look; `--all` every case), or markdown with
+`--markdown`; `--summary FILE` writes the markdown summary (every case) for a CI step summary. Exit 0 no
+regression, 1 regression or correctness failure, 2 unusable input.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 import click
 
 from ..compare import (DEFAULT_THRESHOLD, CompareInputError, compare_documents, load_document, parse_threshold,
-                       render_markdown)
+                       render_markdown, render_text)
 from ..errors import InputError
 from ..results import atomic_write_text
 
@@ -25,9 +27,11 @@ from ..results import atomic_write_text
               help="Refuse runs from a different GPU, driver or clock (exit 2) and fail on missing cases.")
 @click.option("--allow-gpu-change", is_flag=True,
               help="Compare runs from different GPU models (refused by default: every case would differ).")
+@click.option("--all", "show_all", is_flag=True, help="List every case, not only those that need a look.")
+@click.option("--markdown", is_flag=True, help="Print the markdown summary (every case) instead of the table.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY).")
-def compare(baseline, new, threshold, strict, allow_gpu_change, summary_path):
+def compare(baseline, new, threshold, strict, allow_gpu_change, show_all, markdown, summary_path):
     """Compare NEW results with BASELINE results: ratios, regressions, correctness failures."""
     try:
         limit = parse_threshold(threshold)
@@ -37,11 +41,10 @@ def compare(baseline, new, threshold, strict, allow_gpu_change, summary_path):
     except CompareInputError as e:
         raise InputError(str(e)) from None
     result.base_path, result.new_path = str(base_path), str(new_path)
-    text = render_markdown(result)
-    click.echo(text, nl=False)
+    click.echo(render_markdown(result) if markdown else render_text(result, show_all), nl=False)
     if summary_path:
         try:
-            atomic_write_text(summary_path, text)
+            atomic_write_text(summary_path, render_markdown(result))
         except OSError as e:
             raise InputError(f"cannot write summary {summary_path}: {e.strerror or e}") from None
     sys.exit(result.exit_code)

@@ -41,9 +41,11 @@ def list_kernels(device, role):
         except Exception as e:  # report, never crash the listing
             reason = f"error: {type(e).__name__}: {e}"
         rows.append([name, k.role, ", ".join(k.formats), ", ".join(k.archs) if k.archs else "any",
-                     _built(k), "yes" if reason is None else "no", reason or ""])
+                     _built(k), "yes" if reason is None else f"no: {reason}"])
     click.echo(f"kernels on {target.describe()}:")
-    click.echo(tabulate(rows, headers=["kernel", "role", "formats", "targets", "built", "runs here", "why not"]))
+    # Formats and the reason wrap; the rest keeps its width, so the table fits 100 columns.
+    click.echo(tabulate(rows, headers=["kernel", "role", "formats", "targets", "built", "runs here"],
+                        maxcolwidths=[None, None, 24, 8, None, 25]))
     errors = import_errors()
     if errors:
         click.echo("\nkernel modules that failed to import:")

@@ -1,7 +1,9 @@
 """`fp4bench report RESULTS.json`: the tables of a stored run (a results file or a baseline), re-rendered.
 
 The README's results section is produced by this command (`--readme README.md` rewrites the part between
-its markers), so the numbers there always come from a stored run.
+its markers), so the numbers there always come from a stored run. `--html FILE` writes one self-contained page
+(fp4bench.html_report: tables, failures, skipped cases, environment, and the plots when matplotlib is
+installed); it prints one line instead of the tables unless --markdown or --readme asks for them too.
 """
 
 from __future__ import annotations
@@ -34,6 +36,22 @@ def describe_run(doc: dict, path: str) -> str:
     return "; ".join(bits)
 
 
+# "Error: " and the message within a terminal's 100 columns.
+MESSAGE_WIDTH = 100 - len("Error: ")
+
+
+def _fit(head: str, names: list[str], tail: str) -> str:
+    """head + as many names as fit in MESSAGE_WIDTH (then how many more) + tail."""
+    shown = []
+    for i, name in enumerate(names):
+        more = len(names) - i - 1
+        candidate = ", ".join(shown + [name]) + (f", {more} more" if more else "")
+        if shown and len(head + candidate + tail) > MESSAGE_WIDTH:
+            return head + ", ".join(shown) + f", {len(names) - len(shown)} more" + tail
+        shown.append(name)
+    return head + ", ".join(shown) + tail
+
+
 @click.command()
 @click.argument("results", type=click.Path(dir_okay=False))
 @click.option("--baseline", default="cublas-dense", show_default=True,
@@ -43,7 +61,9 @@ def describe_run(doc: dict, path: str) -> str:
               help=f"Rewrite the section between {README_BEGIN} and {README_END} of this file.")
 @click.option("--skipped/--no-skipped", default=True, show_default=True, help="Show the skipped cases.")
 @click.option("--configs", is_flag=True, help="Show the launch configuration each case ran with instead.")
-def report(results, baseline, markdown, readme, skipped, configs):
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a self-contained HTML page (tables, failures, environment, plots) to this file.")
+def report(results, baseline, markdown, readme, skipped, configs, html_path):
     """Print the tables of a stored results file."""
     try:
         doc = load_results(results)
@@ -56,7 +76,17 @@ def report(results, baseline, markdown, readme, skipped, configs):
     names = {c.kernel for c in cases}
     base = None if baseline.lower() == "none" else baseline
     if base is not None and base not in names:
-        raise InputError(f"baseline {base!r} is not in {results} (has {', '.join(sorted(map(str, names)))})")
+        raise InputError(_fit(f"baseline {base!r} is not in {results} (has ", sorted(map(str, names)), ")"))
+    if html_path is not None:
+        from ..html_report import render_html
+
+        try:
+            atomic_write_text(html_path, render_html({**doc, "cases": cases}, results, base))
+        except OSError as e:
+            raise InputError(f"cannot write {html_path}: {e.strerror or e}") from None
+        click.echo(f"wrote {html_path}")
+        if not markdown and readme is None:
+            return
     tables = render_tables(cases, base, markdown=markdown or readme is not None)
     if readme is None:
         click.echo(tables)

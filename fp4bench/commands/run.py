@@ -25,6 +25,8 @@ from .common import (check_shapes_fit, check_shapes_legal, parse_formats, parse_
                      resolve_target)
 
 DEFAULT_BASELINE = "cublas-dense"
+# Kernels that compute the reference itself (a check of them checks the harness, not a kernel).
+REFERENCE_KERNELS = {"torch-ref"}
 PROGRESS_LABELS = {"run": "running", "verify": "verifying", "tune": "tuning"}
 # Tuning times every candidate of every case: a shorter budget per measurement keeps a sweep affordable.
 TUNE_BUDGET_S = 0.5
@@ -60,6 +62,8 @@ class RunSettings:
                                     help="Write the results document (rewritten after every case).")
     csv_path: str | None = _option("--csv", type=click.Path(dir_okay=False), help="Write a CSV of all cases.")
     markdown: bool = _option("--markdown", default=False, is_flag=True, help="Print the tables as markdown.")
+    wide: bool = _option("--wide", default=False, is_flag=True,
+                         help="Every case in the tables with its full reason (default: fit 100 columns).")
     isolation: str = _option("--isolation", default="process", show_default=True,
                              type=click.Choice(["process", "none"]),
                              help="Run each case in a worker process (a crashing kernel costs one case) or here.")
@@ -268,6 +272,7 @@ def _progress_label(spec: CaseSpec) -> str:
 def execute_run(settings: RunSettings) -> int:
     from ..report import render_checks, render_csv, render_tables
     from ..results import ResultsWriter, atomic_write_text, environment_fingerprint
+    from ..progress import Progress
     from ..runner import execute
 
     target = resolve_target(settings.device)
@@ -304,15 +309,12 @@ def execute_run(settings: RunSettings) -> int:
         writer = ResultsWriter(settings.json_path, env, run_settings) if settings.json_path else None
         if writer:
             writer.cases = list(previous)
-        with click.progressbar(length=len(plan.cases), label=PROGRESS_LABELS[verb],
-                               file=sys.stderr, show_pos=True, item_show_func=lambda s: s,
-                               hidden=settings.quiet) as bar:
+        with Progress(len(plan.cases), PROGRESS_LABELS[verb], enabled=not settings.quiet) as progress:
             def on_start(i, spec):
-                bar.current_item = _progress_label(spec)
-                bar.render_progress()
+                progress.start(_progress_label(spec))
 
             def on_done(i, record):
-                bar.update(1, f"{_progress_label(record)} {record.status}")
+                progress.advance(f"{_progress_label(record)} {record.status}")
                 if writer:
                     writer.add(record)
 
@@ -336,14 +338,18 @@ def execute_run(settings: RunSettings) -> int:
 
         click.echo(f"baseline saved as {save_baseline(make_document(env, run_settings, cases))}", err=True)
     if settings.check_only:
-        click.echo(render_checks(cases))
+        click.echo(render_checks(cases, wide=settings.wide))
     else:
-        note = "CPU times from a host clock, not comparable with GPU times" if target.device == "cpu" else None
-        click.echo(render_tables(cases, baseline, markdown=settings.markdown, clock_note=note))
+        click.echo(render_tables(cases, baseline, markdown=settings.markdown, wide=settings.wide))
         if settings.csv_path:
             atomic_write_text(settings.csv_path, render_csv(cases, baseline))
     counts = CaseCounts.of(cases)
     click.echo(f"\n{counts.summary()}" + (f"; results in {settings.json_path}" if writer else ""))
+    checked = {c.kernel for c in cases if c.status != "skip"}
+    if target.device == "cpu" and checked and checked <= REFERENCE_KERNELS:
+        click.echo(f"only the reference ({', '.join(sorted(checked))}) ran: the other kernels need a GPU.\n"
+                   f"The portable Triton kernel runs on a CPU under Triton's interpreter:\n"
+                   f"  TRITON_INTERPRET=1 fp4bench verify --kernel triton-fp4 --shapes smoke", err=True)
     if counts.failing:
         return EXIT_FAILED
     if counts.checked == 0:

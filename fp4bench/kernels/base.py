@@ -64,7 +64,8 @@ class Kernel(ABC):
 
     def unavailable_reason(self, target: Target) -> str | None:
         """Why this kernel cannot run on `target` at all, or None."""
-        needs = None if self.archs is None else "/".join(a.rstrip("a") for a in self.archs)
+        names = [a.rstrip("a") for a in self.archs or ()]
+        needs = " or ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else None
         if target.device not in self.devices:
             if needs and target.device == "cpu":
                 return f"needs {needs}; this machine has no GPU"
@@ -73,12 +74,16 @@ class Kernel(ABC):
             return f"needs {needs}; this GPU is {target.arch.rstrip('a')}"
         return None
 
+    def unsupported_reason(self, kind: str, fmt_name: str, target: Target) -> str | None:
+        """Why this kernel cannot take any problem of this kind and format on `target` (no inputs needed)."""
+        if kind not in self.problems:
+            return f"does not compute {kind} problems (computes {', '.join(self.problems)})"
+        if fmt_name not in self.formats:
+            return f"does not support format {fmt_name} (supports {', '.join(self.formats)})"
+        return self.unavailable_reason(target)
+
     def reason_to_skip(self, problem: Problem, target: Target) -> str | None:
-        if problem.kind not in self.problems:
-            return f"does not compute {problem.kind} problems (computes {', '.join(self.problems)})"
-        if problem.fmt.name not in self.formats:
-            return f"does not support format {problem.fmt.name} (supports {', '.join(self.formats)})"
-        return self.unavailable_reason(target) or self.can_implement(problem)
+        return self.unsupported_reason(problem.kind, problem.fmt.name, target) or self.can_implement(problem)
 
     @property
     def tunable(self) -> bool:
