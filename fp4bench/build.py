@@ -4,9 +4,14 @@ A `BuildSpec` names what to build: compilation units (a source plus -D defines, 
 ("sm_120a", "sm_100a", ... or "host" for a host-only program) and the product (a shared library loaded with
 ctypes, or an executable). `build(spec)` returns the product's path:
   * the cache directory (default ~/.cache/fp4bench/build, or $FP4BENCH_CACHE_DIR) holds one directory per
-    key; the key hashes the spec, the compiler flags, every file of the spec's source directory, the CUTLASS
-    header overlay, and the versions of nvcc, torch and CUTLASS. A key whose manifest exists is a hit and
-    loads without compiling;
+    key. The key hashes what decides the product and nothing of where things lie: the spec, the compiler
+    flags with the kernel-source, CUTLASS and overlay directories written as placeholders, the contents of
+    every file of the spec's source directory (by relative path), the contents of the CUTLASS headers and
+    of the header overlay, and the versions of nvcc, torch and CUTLASS. So a checkout, an installed wheel,
+    a CI clone and the test suite (which builds into a temporary cache) compute the same key for the same
+    kernel and target. A key whose manifest exists is a hit and loads without compiling;
+  * `build_many(specs)` compiles every missing spec in one ninja invocation (`jobs` compilers over all their
+    units) and reports each spec as it starts and finishes (`BuildEvent`s); `build(spec)` is one spec;
   * builds of one key are serialised by an fcntl lock, so concurrent processes build it once;
   * a failed build raises `BuildError` carrying the kernel's name and the compiler's output in full.
 Torch here may be a CPU build (its CUDA extension builder refuses without CUDA), and the products must
@@ -25,14 +30,18 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
+import tempfile
+import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from .resources import kernel_source_dir
 
@@ -44,7 +53,12 @@ MANIFEST = "manifest.json"
 BUILD_LOG = "build.log"
 HOST_TARGET = "host"
 # Bump when the layout of a cache entry or the build recipe changes in a way the key cannot see.
-RECIPE_VERSION = 1
+# 2: keys no longer hash where the sources, the CUTLASS headers and the overlay lie, only what they hold.
+RECIPE_VERSION = 2
+# What the key reads in place of the directories on the include path (see `Toolchain.include_flags`).
+KERNELS_PLACEHOLDER = "<kernels>"
+OVERLAY_PLACEHOLDER = "<cutlass-overlay>"
+CUTLASS_PLACEHOLDER = "<cutlass>"
 
 NVCC_FLAGS = (
     "-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
@@ -213,10 +227,12 @@ def patch_sm120_mainloop(text: str) -> str | None:
     return patched
 
 
-def header_overlay(include: Path, root: Path | None = None) -> Path | None:
+def header_overlay(include: Path, root: Path | None = None, write: bool = True) -> Path | None:
     """A directory to put before the CUTLASS include path, holding the patched SM120 mainloop header.
 
-    None when the installed header already has the fix. Content-addressed, so concurrent writers agree.
+    None when the installed header already has the fix. Content-addressed (the directory's name is a digest
+    of the patched header), so concurrent writers agree. `write=False` only names it (a cache lookup
+    writes nothing).
     """
     original = include / SM120_MAINLOOP_HEADER
     if not original.is_file():
@@ -227,7 +243,7 @@ def header_overlay(include: Path, root: Path | None = None) -> Path | None:
     digest = hashlib.sha256(patched.encode()).hexdigest()[:16]
     overlay = (root or cache_root()) / f"cutlass-overlay-{digest}"
     target = overlay / SM120_MAINLOOP_HEADER
-    if not target.is_file():
+    if write and not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(patched)
@@ -244,6 +260,15 @@ def _hash_tree(h, directory: Path) -> None:
             h.update(p.read_bytes())
 
 
+@lru_cache(maxsize=None)
+def tree_digest(directory: str) -> str:
+    """Digest of every file under `directory` (relative paths and contents); read once per process."""
+    h = hashlib.sha256()
+    if Path(directory).is_dir():
+        _hash_tree(h, Path(directory))
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class Toolchain:
     nvcc: str
@@ -257,7 +282,7 @@ class Toolchain:
         if problem:
             raise ToolchainMissing(f"cannot build {spec.name}: {problem}")
         include = cutlass_include_dir() if spec.needs_cutlass else None
-        overlay = header_overlay(include) if include is not None else None
+        overlay = header_overlay(include, write=False) if include is not None else None
         return cls(find_nvcc(), find_ninja(), include, overlay)
 
     def versions(self) -> dict[str, str]:
@@ -266,30 +291,50 @@ class Toolchain:
             v["cutlass"] = cutlass_version(self.cutlass_include)
         return v
 
-    def include_flags(self, spec: BuildSpec) -> list[str]:
-        flags = [f"-I{kernel_source_dir() / spec.source_dir}"]
+    def include_flags(self, spec: BuildSpec, placeholders: bool = False) -> list[str]:
+        """-I flags; with `placeholders`, the directories are named by role, not path (what the key hashes)."""
+        kernels = KERNELS_PLACEHOLDER if placeholders else str(kernel_source_dir())
+        flags = [f"-I{kernels}/{spec.source_dir}"]
         # The overlay must precede the CUTLASS tree so that its patched header wins.
         if self.overlay is not None:
-            flags.append(f"-I{self.overlay}")
+            flags.append(f"-I{OVERLAY_PLACEHOLDER if placeholders else self.overlay}")
         if self.cutlass_include is not None:
-            flags.append(f"-I{self.cutlass_include}")
+            flags.append(f"-I{CUTLASS_PLACEHOLDER if placeholders else self.cutlass_include}")
         return flags
 
+    def materialize(self) -> None:
+        """Write the overlay that `detect` only named (before compiling against it)."""
+        if self.overlay is not None and not (self.overlay / SM120_MAINLOOP_HEADER).is_file():
+            header_overlay(self.cutlass_include, self.overlay.parent)
 
-def compile_flags(spec: BuildSpec, tools: Toolchain) -> list[str]:
-    return [*NVCC_FLAGS, *spec.arch_flags(), *tools.include_flags(spec), *spec.extra_flags]
+
+def compile_flags(spec: BuildSpec, tools: Toolchain, placeholders: bool = False) -> list[str]:
+    return [*NVCC_FLAGS, *spec.arch_flags(), *tools.include_flags(spec, placeholders), *spec.extra_flags]
 
 
 def build_key(spec: BuildSpec, tools: Toolchain) -> str:
+    """The cache key: what decides the product, and nothing of where the inputs lie.
+
+    Absolute paths (the kernel sources of a checkout or of an installed wheel, the CUTLASS headers of one
+    environment or another, the overlay inside whichever cache) stay out of it; their contents go in.
+    """
     h = hashlib.sha256()
     h.update(json.dumps({
         "recipe": RECIPE_VERSION, "name": spec.name, "target": spec.target, "product": spec.product,
         "units": [[u.name, u.source, list(map(list, u.defines))] for u in spec.units],
-        "flags": compile_flags(spec, tools), "versions": tools.versions(),
+        "flags": compile_flags(spec, tools, placeholders=True), "versions": tools.versions(),
+        # The overlay's name is the digest of the patched header it holds.
+        "overlay": tools.overlay.name if tools.overlay is not None else None,
+        "cutlass_headers": tree_digest(str(tools.cutlass_include)) if tools.cutlass_include else None,
     }, sort_keys=True).encode())
-    _hash_tree(h, kernel_source_dir() / spec.source_dir)
-    if tools.overlay is not None:
-        _hash_tree(h, tools.overlay)
+    src = kernel_source_dir()
+    _hash_tree(h, src / spec.source_dir)
+    # A unit whose source lies outside the spec's source directory: its contents too.
+    for unit in spec.units:
+        path = src / unit.source
+        if not path.is_relative_to(src / spec.source_dir) and path.is_file():
+            h.update(unit.source.encode())
+            h.update(path.read_bytes())
     return h.hexdigest()[:20]
 
 
@@ -306,46 +351,75 @@ def _shell_quote(s: str) -> str:
     return "'" + s.replace("'", "'\\''") + "'" if re.search(r"[^\w@%+=:,./-]", s) else s
 
 
-def ninja_file(spec: BuildSpec, tools: Toolchain) -> str:
-    """The build.ninja text: one nvcc object per unit, then a link step (or a host program)."""
+def link_command(spec: BuildSpec, tools: Toolchain, objects: list[str], product: str) -> list[str]:
+    """The link step: the objects into a shared library or an executable."""
+    shared = ["-shared"] if spec.product == "shared" else []
+    return [tools.nvcc, *compile_flags(spec, tools), *shared, *objects, "-o", product]
+
+
+def ninja_file(spec: BuildSpec, tools: Toolchain, *, root: Path | None = None, tag: str = "",
+               events: Path | None = None, label: str | None = None) -> str:
+    """The build.ninja text: one nvcc object per unit, then a link step (or a host program).
+
+    As written into a cache entry (`root` None) its paths are relative to the entry, so `ninja -C ENTRY`
+    rebuilds it. For one ninja invocation over several specs (`root` given) it holds the compile steps
+    only, with absolute paths: `tag` keeps this spec's rules and variables apart from the others', `events`
+    names a file each compile appends its description to as it starts (ninja reports edges as they
+    finish), and `label` names the spec in the descriptions (default: its name). The batch links each
+    spec itself, the moment its last object is done (ninja would run every link after every compile).
+    """
+    label = label or spec.name
     flags = " ".join(_shell_quote(f) for f in compile_flags(spec, tools))
-    lines = [
-        "ninja_required_version = 1.3",
-        f"nvcc = {_shell_quote(tools.nvcc)}",
-        f"flags = {flags}",
-        "rule cu",
-        "  command = $nvcc $flags $defines -x cu -MD -MF $out.d -c $in -o $out",
+    out = (lambda rel: _ninja_escape(str(root / rel))) if root is not None else (lambda rel: rel)
+    start = f"printf '%s\\n' $name >> {_shell_quote(str(events))} && " if events is not None else ""
+    lines = [] if tag else ["ninja_required_version = 1.3"]
+    lines += [
+        f"nvcc{tag} = {_shell_quote(tools.nvcc)}",
+        f"flags{tag} = {flags}",
+        f"rule cu{tag}",
+        f"  command = {start}$nvcc{tag} $flags{tag} $defines -x cu -MD -MF $out.d -c $in -o $out",
         "  depfile = $out.d",
         "  description = nvcc $name",
-        "rule link_shared",
-        "  command = $nvcc $flags -shared $in -o $out",
-        "  description = link $out",
-        "rule link_exe",
-        "  command = $nvcc $flags $in -o $out",
-        "  description = link $out",
     ]
     objects = []
     src_root = kernel_source_dir()
     for unit in spec.units:
-        obj = f"obj/{unit.name}.o"
+        obj = out(f"obj/{unit.name}.o")
         objects.append(obj)
         defines = " ".join(_shell_quote(f"-D{k}={v}") for k, v in unit.defines)
-        lines += [f"build {obj}: cu {_ninja_escape(str(src_root / unit.source))}",
-                  f"  defines = {defines}", f"  name = {spec.name}:{unit.name}"]
-    rule = "link_shared" if spec.product == "shared" else "link_exe"
-    lines += [f"build {spec.product_name}: {rule} {' '.join(objects)}", f"default {spec.product_name}", ""]
+        lines += [f"build {obj}: cu{tag} {_ninja_escape(str(src_root / unit.source))}",
+                  f"  defines = {defines}",
+                  f"  name = {_shell_quote(f'{label}:{unit.name}').replace('$', '$$')}"]
+    if root is None:
+        rule = "link_shared" if spec.product == "shared" else "link_exe"
+        lines += [
+            "rule link_shared",
+            "  command = $nvcc $flags -shared $in -o $out",
+            "  description = link $out",
+            "rule link_exe",
+            "  command = $nvcc $flags $in -o $out",
+            "  description = link $out",
+            f"build {spec.product_name}: {rule} {' '.join(objects)}",
+            f"default {spec.product_name}",
+        ]
+    lines.append("")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ build
 
 @contextmanager
-def _locked(path: Path):
+def _locked(path: Path, wait: bool = True):
+    """An exclusive fcntl lock on `path`; yields False (holding nothing) if taken and `wait` is False."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -364,59 +438,255 @@ def cached_product(spec: BuildSpec) -> Path | None:
     return d / spec.product_name if (d / MANIFEST).is_file() else None
 
 
+@dataclass(frozen=True)
+class BuildEvent:
+    """What `build_many` reports about one spec: "start", then "built" or "failed"; or "cached" alone.
+
+    `seconds`: for "built" and "failed", from the spec's first compiler start to its end.
+    """
+
+    spec: BuildSpec
+    kind: str
+    seconds: float = 0.0
+    path: Path | None = None
+    error: BuildError | None = None
+
+
+@dataclass
+class _Job:
+    """One spec to build in a batch, with everything fixed before ninja starts."""
+
+    spec: BuildSpec
+    tools: Toolchain
+    key: str
+    dir: Path
+    versions: dict
+    log: list[str] = field(default_factory=list)
+    started: float | None = None
+    done: bool = False
+
+    @property
+    def product(self) -> Path:
+        return self.dir / self.spec.product_name
+
+    @property
+    def lock(self) -> Path:
+        return self.dir.with_name(self.dir.name + ".lock")
+
+    def complete(self) -> bool:
+        return (self.dir / MANIFEST).is_file() and self.product.is_file()
+
+
 def build(spec: BuildSpec, jobs: int | None = None, force: bool = False) -> Path:
-    """Build `spec` (or find it in the cache) and return the path of its product."""
-    tools = Toolchain.detect(spec)
-    key = build_key(spec, tools)
-    d = build_dir(spec, key)
-    product = d / spec.product_name
-    with _locked(d.with_name(d.name + ".lock")):
-        if (d / MANIFEST).is_file() and product.is_file() and not force:
-            return product
-        if force and d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "build.ninja").write_text(ninja_file(spec, tools))
-        start = time.monotonic()
-        proc = subprocess.run([tools.ninja, "-C", str(d), "-j", str(jobs or default_jobs())],
-                              capture_output=True, text=True, check=False)
-        log = proc.stdout + proc.stderr
-        (d / BUILD_LOG).write_text(log)
-        if proc.returncode != 0:
-            raise BuildError(f"building {spec.name} for {spec.target} failed (log: {d / BUILD_LOG}):\n{log.rstrip()}")
-        (d / MANIFEST).write_text(json.dumps({
-            "name": spec.name, "target": spec.target, "key": key, "product": spec.product_name,
-            "units": [u.name for u in spec.units], "versions": tools.versions(),
-            "overlay": str(tools.overlay) if tools.overlay else None,
-            "seconds": round(time.monotonic() - start, 1), "built_at": time.time(),
-        }, indent=1))
-    return product
+    """Build `spec` (or find it in the cache) and return the path of its product; raises BuildError."""
+    built, failures = build_many([spec], jobs, force)
+    if spec in failures:
+        raise failures[spec]
+    return built[spec]
 
 
 def build_many(specs: list[BuildSpec], jobs: int | None = None, force: bool = False,
-               on_done=None) -> tuple[dict[BuildSpec, Path], dict[BuildSpec, BuildError]]:
-    """Build several specs, `jobs` compilers at a time; returns (products, failures), never raises BuildError.
+               on_done: Callable[[BuildSpec], None] | None = None,
+               progress: Callable[[BuildEvent], None] | None = None,
+               ) -> tuple[dict[BuildSpec, Path], dict[BuildSpec, BuildError]]:
+    """Build several specs; returns (products, failures), never raises BuildError.
 
-    Several specs: one compiler each, `jobs` specs at once; a single spec gets all the jobs for its units.
-    `on_done(spec)` is called as each finishes (a progress bar).
+    What the cache holds is reported "cached" at once; everything else compiles in one ninja invocation,
+    `jobs` compilers at a time over the units of all specs (so one spec with many units and many specs
+    with one unit each both keep every job busy). `progress(event)` hears each spec start and finish as
+    it happens; `on_done(spec)` is called as each finishes.
     """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
     jobs = jobs or default_jobs()
-    per_build = 1 if len(specs) > 1 else jobs
     built: dict[BuildSpec, Path] = {}
     failures: dict[BuildSpec, BuildError] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(specs)))) as pool:
-        futures = {pool.submit(build, s, per_build, force): s for s in specs}
-        for fut in as_completed(futures):
-            spec = futures[fut]
-            try:
-                built[spec] = fut.result()
-            except BuildError as e:
-                failures[spec] = e
-            if on_done is not None:
-                on_done(spec)
+
+    def emit(event: BuildEvent) -> None:
+        if event.kind == "cached" or event.kind == "built":
+            built[event.spec] = event.path
+        elif event.kind == "failed":
+            failures[event.spec] = event.error
+        if progress is not None:
+            progress(event)
+        if on_done is not None and event.kind != "start":
+            on_done(event.spec)
+
+    pending: list[_Job] = []
+    for spec in dict.fromkeys(specs):
+        try:
+            tools = Toolchain.detect(spec)
+            key = build_key(spec, tools)
+            job = _Job(spec, tools, key, build_dir(spec, key), tools.versions())
+        except BuildError as e:
+            emit(BuildEvent(spec, "failed", error=e))
+            continue
+        if job.complete() and not force:
+            emit(BuildEvent(spec, "cached", path=job.product))
+        else:
+            pending.append(job)
+
+    # Lock what we build (in one order, so two processes cannot deadlock); an entry another process holds
+    # is waited for afterwards, and is then a hit (or, if that build failed, built here).
+    later: list[_Job] = []
+    with ExitStack() as stack:
+        mine = []
+        for job in sorted(pending, key=lambda j: j.dir.name):
+            if not stack.enter_context(_locked(job.lock, wait=False)):
+                later.append(job)
+            elif job.complete() and not force:
+                emit(BuildEvent(job.spec, "cached", path=job.product))
+            else:
+                mine.append(job)
+        order = {id(j): i for i, j in enumerate(pending)}
+        mine.sort(key=lambda j: order[id(j)])              # ninja takes them in the caller's order
+        if mine:
+            _run_batch(mine, jobs, force, emit)
+    for job in later:
+        with _locked(job.lock):
+            if job.complete():
+                emit(BuildEvent(job.spec, "cached", path=job.product))
+            else:
+                _run_batch([job], jobs, force, emit)
     return built, failures
+
+
+_STATUS = re.compile(r"^\[\d+/\d+\] (nvcc .*)$")
+
+
+def _run_batch(jobs_: list[_Job], jobs: int, force: bool, emit) -> None:
+    """Compile `jobs_` (whose locks the caller holds) in one ninja invocation, reporting each as it goes.
+
+    ninja runs every compile, `jobs` at a time, in the specs' order; each spec is linked here as soon as
+    its last object is done, so kernels finish one after another rather than all at the end.
+    """
+    units: dict[str, tuple[_Job, str]] = {}          # "nvcc LABEL:UNIT" (an edge's description) -> job, unit
+    waiting: dict[int, set[str]] = {}                # id(job) -> units not yet compiled
+    ambiguous = len({j.spec.name for j in jobs_}) < len(jobs_)
+    with tempfile.TemporaryDirectory(prefix="fp4bench-ninja-") as tmp:
+        events = Path(tmp) / "started"
+        events.touch()
+        parts = ["ninja_required_version = 1.3"]
+        for i, job in enumerate(jobs_):
+            # Two specs of one name (two targets, two sets of defines): tell their edges apart.
+            label = f"{job.spec.name}#{i}" if ambiguous else job.spec.name
+            if force and job.dir.exists():
+                shutil.rmtree(job.dir)
+            job.dir.mkdir(parents=True, exist_ok=True)
+            (job.dir / MANIFEST).unlink(missing_ok=True)
+            job.tools.materialize()
+            (job.dir / "build.ninja").write_text(ninja_file(job.spec, job.tools))
+            parts.append(ninja_file(job.spec, job.tools, root=job.dir, tag=f"_{i}", events=events, label=label))
+            for unit in job.spec.units:
+                units[f"nvcc {label}:{unit.name}"] = (job, unit.name)
+            waiting[id(job)] = {u.name for u in job.spec.units}
+        (Path(tmp) / "build.ninja").write_text("\n".join(parts))
+        targets = [str(j.dir / "obj" / f"{u.name}.o") for j in jobs_ for u in j.spec.units]
+        cmd = [jobs_[0].tools.ninja, "-C", tmp, "-j", str(jobs), *(["-k", "0"] if len(jobs_) > 1 else []),
+               *targets]
+        begun = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "NINJA_STATUS": "[%f/%t] "})
+        lines: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)],
+                                  daemon=True)
+        reader.start()
+        general: list[str] = []          # ninja's own lines ("ninja: build stopped: ...")
+        hook = re.compile(r"^printf '%s\\n' .*? >> " + re.escape(_shell_quote(str(events))) + " && ")
+        current: list = [None, None, []]  # the edge whose output is arriving: job, unit, lines
+        seen = 0
+
+        def poll_started() -> None:
+            nonlocal seen
+            with open(events) as fh:
+                fh.seek(seen)
+                text = fh.read()
+            complete = text[:text.rfind("\n") + 1]
+            seen += len(complete)
+            for name in complete.splitlines():
+                job, _ = units.get(f"nvcc {name}", (None, None))
+                if job is not None and job.started is None and not job.done:
+                    job.started = time.monotonic()
+                    emit(BuildEvent(job.spec, "start"))
+
+        def close_edge() -> None:
+            job, unit, text = current
+            current[:] = [None, None, []]
+            if job is None:
+                return
+            job.log += [hook.sub("", line, count=1) for line in text]   # the command as written alone
+            if job.done:
+                return
+            poll_started()
+            if any(line.startswith("FAILED: ") for line in text):
+                _finish(job, begun, emit, ok=False)
+                return
+            waiting[id(job)].discard(unit)
+            if not waiting[id(job)]:
+                _finish(job, begun, emit, ok=_link(job))
+
+        try:
+            while True:
+                try:
+                    line = lines.get(timeout=0.25)
+                except queue.Empty:
+                    close_edge()   # ninja writes an edge's status and output in one burst
+                    poll_started()
+                    continue
+                if line is None:
+                    break
+                line = line.rstrip("\n")
+                m = _STATUS.match(line)
+                if m and m.group(1) in units:
+                    close_edge()
+                    job, unit = units[m.group(1)]
+                    current[:] = [job, unit, [line]]
+                elif current[0] is not None and not line.startswith("ninja: "):
+                    current[2].append(line)
+                else:
+                    general.append(line)
+            close_edge()
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+        for job in jobs_:
+            if not job.done:
+                job.log += general
+                _finish(job, begun, emit, ok=False)
+
+
+def _link(job: _Job) -> bool:
+    """Link a job's objects into its product; the step and any output go to its log."""
+    objects = [str(job.dir / "obj" / f"{u.name}.o") for u in job.spec.units]
+    cmd = link_command(job.spec, job.tools, objects, str(job.product))
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    job.log.append(f"link {job.product}")
+    if proc.returncode != 0:
+        job.log += [f"FAILED: {job.product}", " ".join(_shell_quote(c) for c in cmd)]
+    job.log += (proc.stdout + proc.stderr).rstrip("\n").splitlines()
+    return proc.returncode == 0 and job.product.is_file()
+
+
+def _finish(job: _Job, begun: float, emit, ok: bool) -> None:
+    if job.started is None:          # finished before its start was seen (or never started): say both
+        job.started = begun
+        emit(BuildEvent(job.spec, "start"))
+    job.done = True
+    seconds = round(time.monotonic() - (job.started or begun), 1)
+    log = "\n".join(job.log) + "\n"
+    (job.dir / BUILD_LOG).write_text(log)
+    if not ok:
+        error = BuildError(f"building {job.spec.name} for {job.spec.target} failed "
+                           f"(log: {job.dir / BUILD_LOG}):\n{log.rstrip()}")
+        emit(BuildEvent(job.spec, "failed", seconds, error=error))
+        return
+    (job.dir / MANIFEST).write_text(json.dumps({
+        "name": job.spec.name, "target": job.spec.target, "key": job.key, "product": job.spec.product_name,
+        "units": [u.name for u in job.spec.units], "versions": job.versions,
+        "overlay": str(job.tools.overlay) if job.tools.overlay else None,
+        "seconds": seconds, "built_at": time.time(),
+    }, indent=1))
+    emit(BuildEvent(job.spec, "built", seconds, path=job.product))
 
 
 # ------------------------------------------------------------------------------------------------ cache

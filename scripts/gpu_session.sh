@@ -83,8 +83,10 @@ mainjob)
     fp4 run "${BENCH[@]}" --json "$OUT/bench2.json" > "$OUT/bench2.txt" 2>&1; echo "bench2 rc=$?"
     fp4 compare "$OUT/bench.json" "$OUT/bench2.json" > "$OUT/compare.md" 2>&1; echo "compare rc=$?"
     fp4 run --shapes shapes/task.yml > "$OUT/mainjob_warmup.txt" 2>&1; echo "main job (warm-up) rc=$?"
-    /usr/bin/time -f "main job wall %e s" python3 -m fp4bench run --shapes shapes/task.yml > "$OUT/mainjob.txt" 2>&1
-    echo "main job rc=$?"; tail -1 "$OUT/mainjob.txt"; tail -1 "$OUT/compare.md"
+    began=$(date +%s.%N)
+    python3 -m fp4bench run --shapes shapes/task.yml > "$OUT/mainjob.txt" 2>&1; rc=$?
+    echo "main job rc=$rc wall $(python3 -c "print(round($(date +%s.%N) - $began, 1))") s"
+    tail -1 "$OUT/mainjob.txt"; tail -1 "$OUT/compare.md"
     ;;
 *)
     echo "unknown stage $1" >&2; exit 2 ;;

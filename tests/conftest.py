@@ -1,14 +1,93 @@
-"""Test markers: `gpu` tests need CUDA, `nvcc` tests need the CUDA compiler; both are skipped with the reason."""
+"""Test markers, and the build cache of a test session.
+
+Markers: `gpu` tests need CUDA, `nvcc` tests need the CUDA compiler; both are skipped with the reason.
+
+The build cache: the session builds into a temporary directory ($FP4BENCH_CACHE_DIR, set before the first
+test and removed at the end), never into the user's ~/.cache/fp4bench; FP4BENCH_TEST_CACHE_DIR=DIR keeps
+one across runs instead. Cache keys do not depend on the cache's location, so what the tests build is
+what `fp4bench build` builds.
+
+`cutlass_build(*names)` marks a test that needs compiled CUTLASS products (the specs of `cutlass_specs()`
+by name). When such a test is selected and nvcc is there, one background process starts as soon as
+collection ends and compiles all of them in one ninja invocation ($FP4BENCH_BUILD_JOBS, default 2, jobs)
+while the rest of the suite runs; the marked tests run last, through the session fixture `cutlass_builds`,
+which waits for that build and prints each kernel as it finishes.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
-import torch
+
+CACHE_ENV = "FP4BENCH_CACHE_DIR"            # fp4bench.build.CACHE_ENV, also the device ceilings' cache
+KEEP_ENV = "FP4BENCH_TEST_CACHE_DIR"        # a build cache for the tests that outlives the session
+SESSION_ENV = "FP4BENCH_TEST_SESSION_CACHE"  # set by the outermost session; nested sessions reuse it
+
+
+def cutlass_specs() -> dict:
+    """Every CUTLASS build the tests use: the kernels' own specs (what `fp4bench build` builds) and the probe."""
+    from fp4bench.kernels import cutlass_blackwell as cb
+
+    return {s.name: s for s in [v.build_spec() for v in cb.VARIANTS] + [cb.LAYOUT_PROBE]}
+
+
+@dataclass
+class _Session:
+    root: Path
+    owned: bool
+    saved_env: dict
+    names: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+    started: float = 0.0
+    finished: float | None = None
+
+
+_STATE = pytest.StashKey[_Session]()
+
+
+def pytest_configure(config):
+    saved = {k: os.environ.get(k) for k in (CACHE_ENV, SESSION_ENV)}
+    keep, inherited = os.environ.get(KEEP_ENV), os.environ.get(SESSION_ENV)
+    if keep:
+        root, owned = Path(keep).expanduser(), False
+        root.mkdir(parents=True, exist_ok=True)
+    elif inherited:
+        root, owned = Path(inherited), False
+    else:
+        root, owned = Path(tempfile.mkdtemp(prefix="fp4bench-test-cache-")), True
+    os.environ[SESSION_ENV] = os.environ[CACHE_ENV] = str(root)
+    config.stash[_STATE] = _Session(root, owned, saved)
+
+
+def pytest_unconfigure(config):
+    state = config.stash.get(_STATE, None)
+    if state is None:
+        return
+    if state.proc is not None and state.proc.poll() is None:
+        os.killpg(state.proc.pid, signal.SIGTERM)      # its own session: the process and its ninja
+        state.proc.wait()
+    if state.owned:
+        shutil.rmtree(state.root, ignore_errors=True)
+    for k, v in state.saved_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def pytest_collection_modifyitems(config, items):
+    import torch
+
     has_gpu = torch.cuda.is_available()
     has_nvcc = shutil.which("nvcc") is not None
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none is visible to torch")
@@ -18,8 +97,121 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "nvcc" in item.keywords and not has_nvcc:
             item.add_marker(skip_nvcc)
+    # Tests of compiled CUTLASS products last: their build runs in the background until then.
+    items.sort(key=lambda item: item.get_closest_marker("cutlass_build") is not None)
+
+
+def pytest_collection_finish(session):
+    config = session.config
+    state = config.stash[_STATE]
+    names: dict[str, None] = {}
+    for item in session.items:
+        if item.get_closest_marker("skip") is None:
+            for mark in item.iter_markers("cutlass_build"):
+                names.update(dict.fromkeys(mark.args))
+    state.names = list(names)
+    if not state.names or config.option.collectonly or shutil.which("nvcc") is None:
+        return
+    from fp4bench.build import toolchain_problem
+
+    if toolchain_problem() is not None:
+        return
+    import fp4bench
+
+    state.log = state.root / f"test-build-{os.getpid()}.log"
+    package_parent = str(Path(fp4bench.__file__).resolve().parent.parent)   # the fp4bench under test
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+    with open(state.log, "w") as log:
+        state.proc = subprocess.Popen([sys.executable, __file__, *state.names], stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, env=env, cwd=package_parent,
+                                      start_new_session=True)
+    state.started = time.monotonic()
+
+
+def _build_in_background(names: list[str]) -> int:
+    """The background build (this file run as a script): progress lines on stdout, as `fp4bench build` logs."""
+    from fp4bench.build import build_many
+    from fp4bench.commands.build import BuildProgress
+
+    specs = cutlass_specs()
+    progress = BuildProgress(len(names), stream=sys.stdout, live=False)
+    try:
+        _, failures = build_many([specs[n] for n in names], progress=progress)
+    finally:
+        progress.close()
+    return 1 if failures else 0
+
+
+class _TerminalLines:
+    """A stream for `BuildProgress` that writes whole lines to pytest's terminal, past output capture."""
+
+    def __init__(self, config, prefix: str):
+        self.reporter = config.pluginmanager.get_plugin("terminalreporter")
+        self.capture = config.pluginmanager.get_plugin("capturemanager")
+        self.prefix, self.pending = prefix, ""
+
+    def write(self, text: str) -> None:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        if lines and self.reporter is not None:
+            with self.capture.global_and_fixture_disabled():
+                self.reporter.ensure_newline()
+                for line in lines:
+                    self.reporter.write_line(self.prefix + line)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def cutlass_builds(request) -> dict[str, Path]:
+    """name -> product path for every CUTLASS build the selected tests need, compiled once a session."""
+    from fp4bench.build import build_many
+    from fp4bench.commands.build import BuildProgress
+
+    state = request.config.stash[_STATE]
+    specs = cutlass_specs()
+    names = state.names or list(specs)
+    out = _TerminalLines(request.config, "cutlass build: ")
+    if state.proc is not None:
+        shown = 0
+        if state.proc.poll() is None:
+            out.write(f"waiting for the background build of {len(names)} CUTLASS products "
+                      f"({time.monotonic() - state.started:.0f} s so far)\n")
+        while True:
+            running = state.proc.poll() is None
+            text = state.log.read_text()
+            complete = text[:text.rfind("\n") + 1]
+            out.write(complete[shown:])
+            shown = len(complete)
+            if not running:
+                break
+            time.sleep(1.0)
+        state.finished = time.monotonic()
+    # Everything is a cache hit now; if the background build failed, this repeats it and reports the error.
+    progress = BuildProgress(len(names), stream=out, live=False) if state.proc is None else None
+    built, failures = build_many([specs[n] for n in names], progress=progress)
+    if progress is not None:
+        progress.close()
+    assert not failures, "\n".join(str(e) for e in failures.values())
+    return {spec.name: path for spec, path in built.items()}
+
+
+def pytest_terminal_summary(terminalreporter):
+    state = terminalreporter.config.stash.get(_STATE, None)
+    if state is None or state.proc is None or state.finished is None:
+        return
+    lines = state.log.read_text().strip().splitlines()
+    terminalreporter.write_line(f"cutlass build (background, from the end of collection): "
+                                f"{lines[-1] if lines else 'no output'}")
 
 
 @pytest.fixture
 def device() -> str:
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+if __name__ == "__main__":
+    sys.exit(_build_in_background(sys.argv[1:]))

@@ -6,14 +6,17 @@ the CUTLASS kernels themselves are built by test_cutlass_blackwell.py and test_c
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from fp4bench import build as B
 from fp4bench.cli import main
+from fp4bench.kernels import cutlass_blackwell as cb
 
 GOOD_SOURCE = '#include <cstdio>\nint main() { std::printf("%d\\n", VALUE * 6); return 0; }\n'
 BROKEN_SOURCE = "int main() { return undefined_symbol_xyz; }\n"
@@ -45,14 +48,14 @@ def tiny_spec(value: int = 7, name: str = "tiny-probe") -> B.BuildSpec:
 def ninja_runs(monkeypatch):
     """Counts ninja invocations (real ones still run)."""
     calls = []
-    real = subprocess.run
+    real = subprocess.Popen
 
     def counting(cmd, *a, **kw):
         if cmd and str(cmd[0]).endswith("ninja"):
             calls.append(cmd)
         return real(cmd, *a, **kw)
 
-    monkeypatch.setattr(B.subprocess, "run", counting)
+    monkeypatch.setattr(B.subprocess, "Popen", counting)
     return calls
 
 
@@ -226,3 +229,208 @@ def test_build_command_builds_and_reports_failures_once(cache, sources, monkeypa
     assert res.output.count("undefined_symbol_xyz") == (cache.glob("bad-kernel-*/build.log").__next__()
                                                          .read_text().count("undefined_symbol_xyz"))
     assert "ok      tiny-probe" in res.output          # the good one still built (a cache hit)
+
+
+# ------------------------------------------------------------------- one key whoever builds, wherever
+
+def _fake_cutlass(root: Path, header_tail: str = "") -> Path:
+    """A CUTLASS include tree with the SM120 mainloop header in its unfixed (pre-4.4) form."""
+    inc = root / "include"
+    (inc / "cutlass" / "gemm" / "collective").mkdir(parents=True)
+    (inc / "cutlass" / "cutlass.h").write_text("// cutlass\n")
+    (inc / "cutlass" / "version.h").write_text("#define CUTLASS_MAJOR 4\n#define CUTLASS_MINOR 2\n#define CUTLASS_PATCH 0\n")
+    (inc / B.SM120_MAINLOOP_HEADER).write_text(
+        "      cute::ArrayEngine<ElementSF, cute::cosize_v<SmemLayoutSFA>> smem_SFA;\n"
+        "      cute::ArrayEngine<ElementSF, cute::cosize_v<SmemLayoutSFB>> smem_SFB;\n" + header_tail)
+    return inc
+
+
+def _key_where(monkeypatch, kernels, cutlass, cache, spec):
+    monkeypatch.setattr(B, "kernel_source_dir", lambda: kernels)
+    monkeypatch.setenv(B.CUTLASS_ENV, str(cutlass.parent))
+    monkeypatch.setenv(B.CACHE_ENV, str(cache))
+    tools = B.Toolchain.detect(spec)
+    return B.build_key(spec, tools), tools
+
+
+def test_key_does_not_depend_on_where_sources_cutlass_and_cache_lie(tmp_path, monkeypatch):
+    """The tests' builds (a CI clone, a temporary cache) and the CLI's (a checkout or an installed wheel, the
+    user's cache) used to get different keys for one kernel: the key hashed the compile flags, and those
+    hold the absolute paths of kernels/, of the CUTLASS headers and of the overlay inside the cache."""
+    from fp4bench.resources import kernel_source_dir
+
+    monkeypatch.setattr(B, "find_nvcc", lambda: "/x/nvcc")
+    monkeypatch.setattr(B, "find_ninja", lambda: "/x/ninja")
+    monkeypatch.setattr(B, "nvcc_version", lambda nvcc: "13.0.88")
+    B.tree_digest.cache_clear()
+    # Two copies of the real kernel sources and of one CUTLASS tree, in different places, two caches.
+    for side in ("checkout", "wheel"):
+        shutil.copytree(kernel_source_dir(), tmp_path / side / "kernels")
+        _fake_cutlass(tmp_path / side / "cutlass")
+    for spec in [v.build_spec() for v in cb.VARIANTS] + [cb.LAYOUT_PROBE]:
+        key_a, tools_a = _key_where(monkeypatch, tmp_path / "checkout" / "kernels",
+                                    tmp_path / "checkout" / "cutlass" / "include", tmp_path / "cache-user", spec)
+        key_b, tools_b = _key_where(monkeypatch, tmp_path / "wheel" / "kernels",
+                                    tmp_path / "wheel" / "cutlass" / "include", tmp_path / "cache-tests", spec)
+        assert tools_a.overlay != tools_b.overlay and tools_a.cutlass_include != tools_b.cutlass_include
+        assert key_a == key_b, spec.name
+        # The real flags still point at the real places; the key's name them by role only.
+        assert f"-I{tools_b.overlay}" in B.compile_flags(spec, tools_b)
+        assert str(tmp_path) not in " ".join(B.compile_flags(spec, tools_b, placeholders=True))
+    assert not (tmp_path / "cache-user").exists()       # computing a key writes nothing (the overlay included)
+    # What the headers hold still counts: one CUTLASS header edited, a new key.
+    spec = cb.VARIANTS[0].build_spec()
+    (tmp_path / "wheel" / "cutlass" / "include" / "cutlass" / "cutlass.h").write_text("// edited\n")
+    B.tree_digest.cache_clear()
+    key_edited, _ = _key_where(monkeypatch, tmp_path / "wheel" / "kernels",
+                               tmp_path / "wheel" / "cutlass" / "include", tmp_path / "cache-tests", spec)
+    assert key_edited != key_a
+    # And so does the patched header the overlay holds (a different unfixed header, a different overlay).
+    shutil.rmtree(tmp_path / "wheel" / "cutlass")
+    _fake_cutlass(tmp_path / "wheel" / "cutlass", header_tail="// another release\n")
+    B.tree_digest.cache_clear()
+    key_other, tools_other = _key_where(monkeypatch, tmp_path / "wheel" / "kernels",
+                                        tmp_path / "wheel" / "cutlass" / "include", tmp_path / "cache-tests", spec)
+    assert tools_other.overlay.name != tools_a.overlay.name and key_other != key_a
+    B.tree_digest.cache_clear()
+
+
+@pytest.mark.nvcc
+@pytest.mark.slow
+@pytest.mark.cutlass_build(*(v.name for v in cb.VARIANTS))
+def test_cli_finds_what_the_tests_built(cutlass_builds, tmp_path):
+    """`fp4bench build` after the tests compiles nothing: run from an installed-wheel layout (fp4bench/_kernels,
+    another directory than the checkout the tests import), into the session's cache, every kernel is cached."""
+    import os
+    import sys
+
+    from fp4bench.commands import build as build_cmd
+    from fp4bench.resources import kernel_source_dir
+
+    specs = build_cmd.select_specs(None, "sm1*")
+    assert len(specs) == 6
+    for spec in specs:
+        assert B.cached_product(spec) == cutlass_builds[spec.name], spec.name
+    # An installed copy: the package with kernels/ inside it as _kernels, as the wheel lays it out.
+    site = tmp_path / "site"
+    package = Path(B.__file__).parent
+    shutil.copytree(package, site / "fp4bench", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(kernel_source_dir(), site / "fp4bench" / "_kernels")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    res = subprocess.run([sys.executable, "-m", "fp4bench", "build", "--kernels", "sm1*"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"{site / 'fp4bench' / '_kernels'}" in subprocess.run(
+        [sys.executable, "-c", "from fp4bench.resources import kernel_source_dir; print(kernel_source_dir())"],
+        cwd=tmp_path, env=env, capture_output=True, text=True).stdout
+    assert "6 kernels: 0 built, 6 cached, 0 failed" in res.stdout, res.stdout
+    for spec in specs:
+        assert f"ok      {spec.name:<20} {spec.target:<9}cached" in res.stdout
+
+
+def test_suite_builds_into_a_temporary_cache():
+    """conftest.py points the build cache (and the device cache, the same variable) at the session's
+    temporary directory: nothing the suite builds lands in ~/.cache/fp4bench."""
+    import os
+
+    from fp4bench import device
+
+    home_cache = Path.home() / ".cache" / "fp4bench"
+    assert B.cache_root() == Path(os.environ[B.CACHE_ENV])
+    for used in (B.cache_root(), device.cache_dir()):
+        assert home_cache not in [used, *used.parents] and used.is_dir()
+
+
+# --------------------------------------------------------------------------------- batches, progress
+
+@pytest.mark.nvcc
+def test_build_many_is_one_ninja_run_reporting_each_spec(cache, sources, ninja_runs):
+    events = []
+    specs = [tiny_spec(2, "probe-a"), tiny_spec(3, "probe-b"), tiny_spec(4, "probe-c")]
+    built, failures = B.build_many(specs, jobs=2, progress=events.append)
+    assert not failures and set(built) == set(specs) and len(ninja_runs) == 1
+    for spec in specs:
+        kinds = [e.kind for e in events if e.spec == spec]
+        assert kinds == ["start", "built"], (spec.name, kinds)
+        done = next(e for e in events if e.spec == spec and e.kind == "built")
+        assert done.seconds > 0 and done.path == built[spec]
+        assert subprocess.run([str(done.path)], capture_output=True, text=True).stdout.strip() == str(6 * int(
+            spec.units[0].defines[0][1]))
+        log = (done.path.parent / B.BUILD_LOG).read_text()
+        assert f"nvcc {spec.name}:main" in log and "nvcc probe-" not in log.replace(f"nvcc {spec.name}:", "")
+    # Again: all cached, no ninja; one of them forced: rebuilt alone.
+    events.clear()
+    built_again, _ = B.build_many(specs, progress=events.append)
+    assert built_again == built and [e.kind for e in events] == ["cached"] * 3 and len(ninja_runs) == 1
+    events.clear()
+    B.build_many(specs[:1], force=True, progress=events.append)
+    assert [e.kind for e in events] == ["start", "built"] and len(ninja_runs) == 2
+
+
+@pytest.mark.nvcc
+def test_one_failure_does_not_stop_the_others(cache, sources, ninja_runs):
+    (sources / "tiny" / "bad.cpp").write_text(BROKEN_SOURCE)
+    bad = B.BuildSpec("bad-kernel", B.HOST_TARGET, (B.BuildUnit("bad", "tiny/bad.cpp"),), product="executable",
+                      source_dir="tiny", needs_cutlass=False)
+    events = []
+    built, failures = B.build_many([bad, tiny_spec(5)], progress=events.append)
+    assert list(failures) == [bad] and list(built) == [tiny_spec(5)] and len(ninja_runs) == 1
+    assert "undefined_symbol_xyz" in str(failures[bad]) and "undefined_symbol_xyz" not in \
+        (built[tiny_spec(5)].parent / B.BUILD_LOG).read_text()
+    assert [e.kind for e in events if e.spec == bad] == ["start", "failed"]
+    assert "printf" not in str(failures[bad])        # the progress hook is not part of the command shown
+
+
+def _events(spec_a, spec_b):
+    return [B.BuildEvent(spec_a, "cached"), B.BuildEvent(spec_b, "start"), B.BuildEvent(spec_b, "built", 152.34)]
+
+
+def test_progress_plain_lines_for_a_log():
+    import io
+
+    from fp4bench.commands.build import WIDTH, BuildProgress
+
+    long = B.BuildSpec("a-kernel-with-a-name-far-longer-than-the-column", "sm_120a", ())
+    a, b = B.BuildSpec("sm120-nvfp4", "sm_120a", ()), tiny_spec(1)
+    out = io.StringIO()
+    progress = BuildProgress(4, stream=out, live=False)
+    for e in _events(a, b) + [B.BuildEvent(long, "start"), B.BuildEvent(long, "failed", 3.0)]:
+        progress(e)
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("ok      sm120-nvfp4          sm_120a  cached") and lines[0].endswith("1/4 done")
+    assert lines[1].startswith("start   tiny-probe           host     1 unit")
+    assert lines[2].startswith("ok      tiny-probe           host     built    152.3 s") and "2/4 done" in lines[2]
+    assert lines[3].startswith("start   a-kernel-with-a-nam… sm_120a")
+    assert lines[4].startswith("FAILED  a-kernel-with-a-nam… sm_120a  failed     3.0 s")
+    assert lines[5].startswith("4 kernels: 1 built, 1 cached, 1 failed in ")
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+    assert all(len(line) <= WIDTH for line in lines)
+
+
+def test_progress_live_line_on_a_terminal(monkeypatch):
+    import io
+
+    from fp4bench.commands import build as build_cmd
+
+    monkeypatch.setattr("shutil.get_terminal_size", lambda fallback=None: __import__("os").terminal_size((300, 40)))
+    a, b = B.BuildSpec("sm120-nvfp4", "sm_120a", ()), tiny_spec(1)
+    c = B.BuildSpec("sm100-" + "w" * 120, "sm_100a", ())
+    out = io.StringIO()
+    progress = build_cmd.BuildProgress(3, stream=out, live=True)
+    for e in _events(a, b)[:2] + [B.BuildEvent(c, "start")]:
+        progress(e)
+    live = out.getvalue().split("\r\x1b[K")[-1]
+    assert live.startswith("[1/3 done, ") and "compiling tiny-probe 0 s, sm100-www" in live
+    assert len(live) < build_cmd.WIDTH                   # a long list is cut to the width
+    progress(_events(a, b)[2])
+    progress(B.BuildEvent(c, "built", 1.0))
+    progress.close()
+    text = out.getvalue()
+    assert "start   " not in text                        # on a terminal, starts are the live line's
+    final = [seg.split("\n") for seg in text.split("\r\x1b[K")]
+    permanent = [line for seg in final for line in seg[:-1]]
+    assert [line.split()[0] for line in permanent] == ["ok", "ok", "ok", "3"]
+    assert permanent[-1].startswith("3 kernels: 2 built, 1 cached, 0 failed in ")
+    assert not text.endswith("\x1b[K")                  # the live line is erased at the end
+    assert all(len(line) <= build_cmd.WIDTH for line in permanent)

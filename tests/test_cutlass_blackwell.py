@@ -2,8 +2,9 @@
 
 CPU-only: host-side argument setup (pointers, strides, batch L, scale storage) against the competition's
 tensors, shape limits, tile choice, skip reasons, the config table, `fp4bench list`.
-nvcc (slow, one session-scoped build of every variant): each library compiles for its target, its
-disassembly holds the block-scaled MMA instructions, and CUTLASS's own can_implement agrees with ours.
+nvcc (slow; `cutlass_build`: every variant is compiled once a session, in the background while the rest of
+the suite runs, see conftest.py): each library compiles for its target, its disassembly holds the
+block-scaled MMA instructions, and CUTLASS's own can_implement agrees with ours.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from __future__ import annotations
 import ctypes
 import re
 import subprocess
-import time
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from fp4bench.arch import CPU, Target
-from fp4bench.build import build_many, find_cuobjdump
+from fp4bench.build import find_cuobjdump
 from fp4bench.cli import main
 from fp4bench.formats import GEMM_FORMATS
 from fp4bench.case import CaseStatus
@@ -203,18 +203,18 @@ SASS_PATTERNS = {
 }
 
 
+# Needs every variant's library, each built from the kernel's own spec (the one `fp4bench build` builds).
+needs_variants = pytest.mark.cutlass_build(*(v.name for v in cb.VARIANTS))
+
+
 @pytest.fixture(scope="session")
-def built_variants():
-    start = time.monotonic()
-    built, failures = build_many([v.build_spec() for v in cb.VARIANTS])
-    assert not failures, "\n".join(str(e) for e in failures.values())
-    paths = {spec.name: path for spec, path in built.items()}
-    print(f"\nbuilt {len(paths)} CUTLASS variants in {time.monotonic() - start:.0f} s")
-    return paths
+def built_variants(cutlass_builds):
+    return {v.name: cutlass_builds[v.name] for v in cb.VARIANTS}
 
 
 @pytest.mark.nvcc
 @pytest.mark.slow
+@needs_variants
 def test_variants_compile_to_block_scaled_mma(built_variants):
     cuobjdump = find_cuobjdump()
     assert cuobjdump, "cuobjdump not found beside nvcc, on PATH or in Triton's wheel"
@@ -230,6 +230,7 @@ def test_variants_compile_to_block_scaled_mma(built_variants):
 
 @pytest.mark.nvcc
 @pytest.mark.slow
+@needs_variants
 def test_cutlass_can_implement_agrees(built_variants):
     """CUTLASS's host-side can_implement (through the C ABI) accepts what ours accepts, rejects misaligned K."""
     for v in cb.VARIANTS:

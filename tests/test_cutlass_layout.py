@@ -21,7 +21,8 @@ from fp4bench.formats import GEMM_FORMATS
 from fp4bench.kernels import cutlass_blackwell as cb
 from fp4bench.layouts import blocked_numel, blocked_offset, competition_blocked_bytes, to_competition
 
-pytestmark = pytest.mark.nvcc
+# The probe is compiled once a session, in the background while the rest of the suite runs (conftest.py).
+pytestmark = [pytest.mark.nvcc, pytest.mark.slow, pytest.mark.cutlass_build(cb.LAYOUT_PROBE.name)]
 
 # (config, operand format of A and B) for every distinct scale configuration the kernels use.
 PROBED = [
@@ -37,8 +38,8 @@ SHAPES = [(128, 256, 256, 1), (1, 130, 64, 1), (200, 72, 128, 2), (257, 384, 192
 
 
 @pytest.fixture(scope="session")
-def probe():
-    return str(B.build(cb.LAYOUT_PROBE))
+def probe(cutlass_builds):
+    return str(cutlass_builds[cb.LAYOUT_PROBE.name])
 
 
 def run_probe(probe, *args) -> list[str]:
