@@ -61,9 +61,10 @@ def _fit(head: str, names: list[str], tail: str) -> str:
               help=f"Rewrite the section between {README_BEGIN} and {README_END} of this file.")
 @click.option("--skipped/--no-skipped", default=True, show_default=True, help="Show the skipped cases.")
 @click.option("--configs", is_flag=True, help="Show the launch configuration each case ran with instead.")
+@click.option("--wide", is_flag=True, help="Every case in the tables with its full reason (default: 100 columns).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Write a self-contained HTML page (tables, failures, environment, plots) to this file.")
-def report(results, baseline, markdown, readme, skipped, configs, html_path):
+def report(results, baseline, markdown, readme, skipped, configs, wide, html_path):
     """Print the tables of a stored results file."""
     try:
         doc = load_results(results)
@@ -87,7 +88,7 @@ def report(results, baseline, markdown, readme, skipped, configs, html_path):
         click.echo(f"wrote {html_path}")
         if not markdown and readme is None:
             return
-    tables = render_tables(cases, base, markdown=markdown or readme is not None)
+    tables = render_tables(cases, base, markdown=markdown or readme is not None, wide=wide)
     if readme is None:
         click.echo(tables)
         return
