@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import statistics
-import tempfile
 import textwrap
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from pathlib import Path
 
 from .case import CaseRecord, CaseStatus
 from .report import geometric_mean, shape_label, speedups
+from .results import atomic_write
 from .sol import RATE_FOR_PATH, Ceilings
 
 INSTALL_HINT = 'pip install "fp4bench[plot]"'
@@ -37,7 +36,6 @@ CPU_NOTE = "CPU times, not comparable with GPU times"
 # The same default as `fp4bench run --baseline`.
 DEFAULT_BASELINE = "cublas-dense"
 OUTPUT_SUFFIXES = (".png", ".svg")
-FILE_MODE = 0o644
 
 # Colour-blind-safe qualitative colours (Okabe-Ito, the yellows darkened to read on white), then more from
 # matplotlib's tab10 for long kernel lists. Filled markers only: thin ones vanish at this size.
@@ -566,18 +564,4 @@ def write_figure(fig, path: str | Path) -> None:
     suffix = p.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise ValueError(f"{path}: the image must end in {' or '.join(OUTPUT_SUFFIXES)}")
-    data = figure_bytes(fig, suffix[1:])
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp creates 0600; images are shared CI artifacts, as results files are.
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(p, figure_bytes(fig, suffix[1:]))

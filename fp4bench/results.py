@@ -49,16 +49,17 @@ class ResultsFileError(ValueError):
     pass
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write text or bytes to `path` through a temporary file renamed over it: a reader never sees half a file."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp creates 0600; results are shared artifacts.
+        # mkstemp creates 0600; results, summaries and images are shared artifacts.
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, p)
     except BaseException:
@@ -67,6 +68,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"atomic_write_text writes str, not {type(text).__name__}")
+    atomic_write(path, text)
 
 
 def json_safe(obj):
