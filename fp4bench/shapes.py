@@ -1,7 +1,7 @@
 """Shape-set files (YAML).
 
 A file is either a list of shapes or a mapping of group names to lists (the competition's `tests` and
-`benchmarks`). Each shape is a mapping with integer keys m, n, k and optional l (default 1) and seed
+`benchmarks`); the competition's own task.yml is read as it is (only its tests and benchmarks lists). Each shape is a mapping with integer keys m, n, k and optional l (default 1) and seed
 (default 1111). Any error is a `ShapeFileError` with a one-line message naming the file and entry.
 """
 
@@ -15,6 +15,8 @@ from .problem import Shape
 from .resources import bundled_shape_sets, resolve_shapes_path
 
 REQUIRED = ("m", "n", "k")
+# The groups of the competition's task.yml files (which also hold lists of files, templates...).
+COMPETITION_GROUPS = {"tests", "benchmarks"}
 OPTIONAL = {"l": 1, "seed": 1111}
 
 
@@ -62,6 +64,9 @@ def load_shapes(path: str | Path, groups: tuple[str, ...] | None = None) -> list
         sections = {"shapes": doc}
     elif isinstance(doc, dict):
         sections = {str(k): v for k, v in doc.items() if isinstance(v, list)}
+        if COMPETITION_GROUPS & set(sections):
+            # The competition's task.yml: its cases are under tests/benchmarks, beside lists of other things.
+            sections = {k: v for k, v in sections.items() if k in COMPETITION_GROUPS}
         if not sections:
             raise ShapeFileError(f"{path}: expected a list of shapes or groups of lists")
     else:

@@ -184,3 +184,17 @@ def test_resume_from_a_corrupt_file(tmp_path):
     code, out = run_cli("run", "--shapes", shapes, "--device", "cpu", "--kernel", "torch-ref", "--resume",
                         "--json", results)
     assert_one_line_exit_2(code, out, "--resume", "not JSON")
+
+
+def test_a_competition_task_file_is_a_shape_file(tmp_path):
+    """The competition's task.yml holds lists of files and templates beside its tests and benchmarks."""
+    from fp4bench.shapes import load_shapes
+
+    task = tmp_path / "task.yml"
+    task.write_text('files:\n  - {"name": "submission.py", "source": "@SUBMISSION@"}\nlang: "py"\n'
+                    'description: |\n  text\nconfig:\n  main: "eval.py"\n'
+                    'tests:\n  - {"m": 128, "n": 256, "k": 256, "l": 1, "seed": 1111}\n'
+                    'benchmarks:\n  - {"m": 128, "n": 7168, "k": 2048, "l": 1, "seed": 1111}\n')
+    shapes = load_shapes(task)
+    assert [str(s) for s in shapes] == ["128x256x256", "128x7168x2048"]
+    assert [str(s) for s in load_shapes(task, ("benchmarks",))] == ["128x7168x2048"]
