@@ -128,3 +128,13 @@ def test_missing_shape_file_and_missing_keys(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_cuda_without_gpu_is_an_input_error(shapes_file):
     assert_one_line_error(invoke("--shapes", shapes_file, "--device", "cuda"), "no CUDA device")
+
+
+def test_a_submission_as_downloaded_imports_task(shapes_file, tmp_path):
+    """Real submissions start with `from task import input_t, output_t`: fp4bench provides that module."""
+    sub = tmp_path / "submission.py"
+    sub.write_text("from task import input_t, output_t\n" + CORRECT_SUBMISSION.replace(
+        "def custom_kernel(data):", "def custom_kernel(data: input_t) -> output_t:"))
+    r = invoke("--shapes", shapes_file, "--kernel", str(sub), "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "2 passed, 0 failed" in r.output

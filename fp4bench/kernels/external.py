@@ -15,6 +15,9 @@ from ..problem import Problem
 from .base import Kernel, RunFn
 
 
+BUNDLED_TASK_DIR = Path(__file__).resolve().parent.parent / "competition_task"
+
+
 class KernelLoadError(ValueError):
     pass
 
@@ -38,8 +41,10 @@ class ExternalKernel(Kernel):
         mod_name = f"fp4bench_submission_{abs(hash(str(p.resolve())))}"
         spec = importlib.util.spec_from_file_location(mod_name, p)
         module = importlib.util.module_from_spec(spec)
-        # Submissions import their siblings (task.py, utils.py) as the competition's runner allows.
+        # Submissions import their siblings (task.py, utils.py) as the competition's runner allows, and
+        # `from task import input_t, output_t` works without a sibling task.py: the bundled one comes last.
         sys.path.insert(0, str(p.parent.resolve()))
+        sys.path.append(str(BUNDLED_TASK_DIR))
         try:
             spec.loader.exec_module(module)
         except SyntaxError as e:
@@ -48,6 +53,7 @@ class ExternalKernel(Kernel):
             raise KernelLoadError(f"kernel file {path} failed to import: {type(e).__name__}: {e}") from None
         finally:
             sys.path.pop(0)
+            sys.path.remove(str(BUNDLED_TASK_DIR))
         fn = getattr(module, "custom_kernel", None)
         if not callable(fn):
             raise KernelLoadError(f"kernel file {path} defines no custom_kernel(data) function")
