@@ -44,6 +44,10 @@ def _parse_entry(entry, where: str) -> Shape:
     return Shape(**values)
 
 
+def _holds_shapes(entries: list) -> bool:
+    return any(isinstance(e, dict) and set(e) & set(REQUIRED) for e in entries)
+
+
 def load_shapes(path: str | Path, groups: tuple[str, ...] | None = None) -> list[Shape]:
     """Shapes of a file, in file order, duplicates dropped; `groups` selects mapping keys."""
     p = resolve_shapes_path(str(path))
@@ -65,8 +69,9 @@ def load_shapes(path: str | Path, groups: tuple[str, ...] | None = None) -> list
     elif isinstance(doc, dict):
         sections = {str(k): v for k, v in doc.items() if isinstance(v, list)}
         if COMPETITION_GROUPS & set(sections):
-            # The competition's task.yml: its cases are under tests/benchmarks, beside lists of other things.
-            sections = {k: v for k, v in sections.items() if k in COMPETITION_GROUPS}
+            # The competition's task.yml holds lists of other things (files, templates) beside its cases:
+            # those are left out; a group whose entries look like shapes is kept (and checked).
+            sections = {k: v for k, v in sections.items() if k in COMPETITION_GROUPS or _holds_shapes(v)}
         if not sections:
             raise ShapeFileError(f"{path}: expected a list of shapes or groups of lists")
     else:

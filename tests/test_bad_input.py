@@ -198,3 +198,5 @@ def test_a_competition_task_file_is_a_shape_file(tmp_path):
     shapes = load_shapes(task)
     assert [str(s) for s in shapes] == ["128x256x256", "128x7168x2048"]
     assert [str(s) for s in load_shapes(task, ("benchmarks",))] == ["128x7168x2048"]
+    # Other groups of shapes beside tests and benchmarks stay (the bundled task.yml has a decode group).
+    assert len(load_shapes("task")) == 22 and len(load_shapes("task", ("decode",))) == 9
