@@ -284,6 +284,12 @@ def _summary_line(c: Comparison) -> str:
         f"{bad} case(s) fail the comparison." if bad else "No regression." if not c.errors else "")
 
 
+def _tail(path, limit: int) -> str:
+    """`path` within `limit` characters; a long one loses its head, not its file name, instead of wrapping."""
+    text = str(path or "-")
+    return text if len(text) <= limit else "…" + text[len(text) - limit + 1:]
+
+
 def render_text(c: Comparison, show_all: bool = False, width: int = 100) -> str:
     """The comparison for a terminal or a CI log, within `width` columns: the environments, every case that
     needs a look (all with `show_all`) worst first, the reasons below the table, and a summary line."""
@@ -291,11 +297,13 @@ def render_text(c: Comparison, show_all: bool = False, width: int = 100) -> str:
 
     title = "FAILED" if c.exit_code != EXIT_OK else "OK"
     lines = [f"fp4bench compare: {title} (threshold {c.threshold * 100:g}% and beyond both runs' spread)"]
-    env_rows = [["file", c.base_path, c.new_path]] if (c.base_path or c.new_path) else []
+    column = (width - 12) // 2
+    env_rows = ([["file", _tail(c.base_path, column), _tail(c.new_path, column)]]
+                if (c.base_path or c.new_path) else [])
     env_rows += [[key, c.base_env.get(key) or "-", c.new_env.get(key) or "-"]
                  for key in ("gpu", "driver", "clock", "torch", "commit", "created")]
     lines += ["", tabulate(env_rows, headers=["", "baseline", "new"], disable_numparse=True,
-                           maxcolwidths=[None, (width - 12) // 2, (width - 12) // 2])]
+                           maxcolwidths=[None, column, column])]
     notes = [f"warning: {w}" for w in c.warnings] + [f"error: {e}" for e in c.errors]
     rows, details = [], []
     for r in _ordered(c, show_all):

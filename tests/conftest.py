@@ -74,7 +74,7 @@ def pytest_unconfigure(config):
     if state is None:
         return
     if state.proc is not None and state.proc.poll() is None:
-        os.killpg(state.proc.pid, signal.SIGTERM)      # its own session: the process and its ninja
+        os.killpg(state.proc.pid, signal.SIGTERM)      # its own process group: the process and its ninja
         state.proc.wait()
     if state.owned:
         shutil.rmtree(state.root, ignore_errors=True)
@@ -121,15 +121,26 @@ def pytest_collection_finish(session):
     state.log = state.root / f"test-build-{os.getpid()}.log"
     package_parent = str(Path(fp4bench.__file__).resolve().parent.parent)   # the fp4bench under test
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+    # A process group of its own (to end it with its ninja and compilers), but not a session of its own: the
+    # kernel's autogroups share the CPU fairly between sessions, which would undo the build's low priority.
+    group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
     with open(state.log, "w") as log:
         state.proc = subprocess.Popen([sys.executable, __file__, *state.names], stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, env=env, cwd=package_parent,
-                                      start_new_session=True)
+                                      stdin=subprocess.DEVNULL, env=env, cwd=package_parent, **group)
     state.started = time.monotonic()
 
 
 def _build_in_background(names: list[str]) -> int:
-    """The background build (this file run as a script): progress lines on stdout, as `fp4bench build` logs."""
+    """The background build (this file run as a script): progress lines on stdout, as `fp4bench build` logs.
+
+    At the lowest CPU priority (ninja and nvcc inherit it): the tests running meanwhile, some of which time
+    things, keep the CPU they need; the compilers take what is left.
+    """
+    os.nice(19)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):   # not Linux: the nice value alone
+        pass
     from fp4bench.build import build_many
     from fp4bench.commands.build import BuildProgress
 

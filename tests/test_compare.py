@@ -195,6 +195,17 @@ def test_cli_exit_codes_and_directory_baseline(tmp_path):
     assert invoke(base_dir, broken).exit_code == 1
 
 
+def test_long_paths_keep_their_file_names_within_100_columns(tmp_path):
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 4)
+    base, new = deep / "baselines", deep / "new-results-of-tonight.json"
+    save_baseline(saved([case("a")]), base)
+    write_results(new, saved([case("a")]))
+    r = invoke(base, new)
+    assert r.exit_code == 0, r.output
+    assert "nvidia-h200.json" in r.output and "new-results-of-tonight.json" in r.output
+    assert max(map(len, r.output.splitlines())) <= 100
+
+
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not JSON"),
     ('{"cases": []}', "not an fp4bench results file"),

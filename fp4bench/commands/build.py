@@ -76,7 +76,7 @@ class BuildProgress:
     """
 
     def __init__(self, total: int, stream=None, live: bool | None = None, clock=time.monotonic):
-        self.stream = stream or click.get_text_stream("stdout")
+        self.stream = stream or sys.stdout
         self.live = _is_terminal(self.stream) if live is None else live
         self.total, self.clock = total, clock
         self.begun = clock()
