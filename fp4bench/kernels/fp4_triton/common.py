@@ -174,3 +174,20 @@ def split_k_tile(M, N, K, SPLIT_K, SF_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr
     it_end = (pid_k + 1) * k_iters // SPLIT_K
     return (pid_n, pid_m, pid_k, batch, offs_n, offs_m, offs_n < N, offs_m < M, K // 2, sf_cols,
             tl.cdiv(sf_cols, 4), it_begin, it_end)
+
+
+@triton.jit
+def dot_k_tile(acc, b_lo, b_hi, a_lo, a_hi, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+               JOIN_K: tl.constexpr):
+    """acc + B_tile · A_tileᵀ for one K tile of two fp16-decoded fp4 operands given as nibble halves.
+
+    Each half is [rows, BLOCK_K // 2] (even and odd K). JOIN_K interleaves them back for one dot (one wgmma wait
+    instead of two); either way both operands see the same permutation of K."""
+    if JOIN_K:
+        b_k = tl.reshape(tl.join(b_lo, b_hi), (BLOCK_N, BLOCK_K))
+        a_k = tl.reshape(tl.join(a_lo, a_hi), (BLOCK_M, BLOCK_K))
+        acc = tl.dot(b_k, tl.trans(a_k), acc)
+    else:
+        acc = tl.dot(b_lo, tl.trans(a_lo), acc)
+        acc = tl.dot(b_hi, tl.trans(a_hi), acc)
+    return acc

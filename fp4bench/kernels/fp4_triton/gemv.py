@@ -1,0 +1,147 @@
+"""sm90-gemv's kernel: the competition's NVFP4 GEMV, c[:, 0, l] = A_l · b_l (row 0 of b), fp16 out.
+
+Memory bound (A is read once, nothing is reused), so no tensor cores and no padded GEMM: each program streams
+BLOCK_M rows of A over its share of K in BLOCK_K steps on the CUDA cores. Per step the vector's K slice is
+decoded once and broadcast over the rows. Every product is exact in fp32: each factor (e2m1 x e4m3 scale) is
+exact in fp16 (the PTX decode of common.decode_pair), and the product of two such has at most 12 significant
+bits; sums are fp32, as in the reference. When the row blocks alone cannot fill the GPU (few rows, or one
+batch), K is split: each split stores its fp32 partials and the last program to arrive adds them in split order
+(deterministic, common.store_tile) and writes c.
+
+Interface (shared by gemv.py, dual_gemm.py and group_gemm.py; fp4_triton.kernel.TritonProblemKernel drives it):
+candidates(device), resolve(data, config, device), launch(data, plan, use_asm), scratch_output(data),
+can_implement(data).
+
+Inputs: the competition's 7-tuple (a, b, sfa, sfb, sfa_permuted, sfb_permuted, c); a [M, K // 2, L] and b
+[128, K // 2, L] packed e2m1, K-major; scales read from the blocked bytes behind the permuted views (b's row 0
+only); c [M, 1, L] fp16, every element written. Constraints: NVFP4 only (e4m3 scales per 16 values); K a
+multiple of 16; any M and L >= 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ...codecs import as_bytes
+from ...layouts import ceil_div
+from .common import load_fp4_tile, scale_row_words, store_tile
+from .launch import MIN_K_ITERS_PER_SPLIT, SPLIT_K_MAX, WORKSPACES, checked_params, scale_words, sm_count
+
+SF_BLOCK = 16
+# Split K until there are this many programs per multiprocessor: a program keeps one K step of loads in
+# flight, so memory parallelism comes from many resident programs.
+PROGRAMS_PER_SM = 8
+
+DEFAULTS = dict(block_m=16, block_k=512, num_warps=4, num_stages=3, split_k=None)
+# Tuning candidates on a GPU, the heuristic default first.
+GPU_CANDIDATES = (
+    DEFAULTS,
+    dict(DEFAULTS, block_m=32),
+    dict(DEFAULTS, block_k=1024, num_stages=2),
+    dict(DEFAULTS, block_m=8, block_k=1024),
+    dict(DEFAULTS, block_m=64, block_k=256, num_warps=8),
+)
+# The interpreter: small steps so that the CPU tests cover several K steps and split-K quickly.
+CPU_CONFIG = dict(DEFAULTS, block_k=128, num_stages=1)
+
+
+@triton.jit
+def fp4_gemv_kernel(
+        a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, ws_ptr, cnt_ptr, M, K, SPLIT_K,
+        stride_am, stride_ak, stride_al, stride_bk, stride_bl, stride_sal, stride_sbl, stride_cm, stride_cn,
+        stride_cl,
+        USE_ASM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    HALF: tl.constexpr = BLOCK_K // 2
+    NB: tl.constexpr = BLOCK_K // 16
+    PER: tl.constexpr = 8
+    pid_m = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    batch = tl.program_id(2)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    half_k = K // 2
+    sf_cols = K // 16
+    k_iters = tl.cdiv(K, BLOCK_K)
+    it_begin = pid_k * k_iters // SPLIT_K
+    it_end = (pid_k + 1) * k_iters // SPLIT_K
+
+    a_base = a_ptr + batch.to(tl.int64) * stride_al + rows[:, None].to(tl.int64) * stride_am
+    sa_row = sa_ptr + batch * stride_sal + scale_row_words(rows, tl.cdiv(sf_cols, 4))
+    # The vector is row 0 of b: a one-row tile, whose scale word offset is 0.
+    row0 = tl.arange(0, 1)
+    b_base = b_ptr + batch.to(tl.int64) * stride_bl + row0[:, None]
+    sb_row = sb_ptr + batch * stride_sbl + row0
+    # Per-thread partial sums, reduced across threads once after the loop, not in every K step.
+    acc = tl.zeros((BLOCK_M, HALF), tl.float32)
+    for it in range(it_begin, it_end):
+        kb = it * HALF + tl.arange(0, HALF)
+        k_ok = kb < half_k
+        a_lo, a_hi = load_fp4_tile(a_base, row_ok, sa_row, it, sf_cols, kb, k_ok, stride_ak,
+                                   BLOCK_M, NB, PER, False, tl.float16, USE_ASM)
+        b_lo, b_hi = load_fp4_tile(b_base, row0 < 1, sb_row, it, sf_cols, kb, k_ok, stride_bk,
+                                   1, NB, PER, False, tl.float16, USE_ASM)
+        acc += a_lo.to(tl.float32) * b_lo.to(tl.float32) + a_hi.to(tl.float32) * b_hi.to(tl.float32)
+
+    # c as a [rows, 1] tile: store_tile's "n" is the row and its "m" the single column.
+    store_tile(tl.sum(acc, axis=1)[:, None], c_ptr + batch * stride_cl, ws_ptr, cnt_ptr, rows, row0, row_ok, row0 < 1,
+               stride_cm, stride_cn, batch * tl.num_programs(0) + pid_m, pid_k, SPLIT_K, BLOCK_M, 1)
+
+
+def candidates(device: torch.device) -> tuple[dict, ...]:
+    return GPU_CANDIDATES if device.type == "cuda" else (CPU_CONFIG,)
+
+
+def _sizes(data: tuple) -> tuple[int, int, int]:
+    a = data[0]
+    return a.shape[0], 2 * a.shape[1], a.shape[2]
+
+
+def can_implement(data: tuple) -> str | None:
+    a, b = data[0], data[1]
+    if a.stride(1) != 1 or b.stride(1) != 1:
+        return "needs K-major a and b (packed bytes contiguous along K)"
+    return None
+
+
+def choose_split_k(row_blocks: int, k_iters: int, sms: int) -> int:
+    """Fewest K splits that give PROGRAMS_PER_SM programs per multiprocessor, each with >= 2 K steps."""
+    wanted = ceil_div(sms * PROGRAMS_PER_SM, row_blocks)
+    return max(1, min(wanted, SPLIT_K_MAX, k_iters // MIN_K_ITERS_PER_SPLIT))
+
+
+def resolve(data: tuple, config: dict, device: torch.device) -> dict:
+    """`config` with split_k fixed for this input's sizes on `device` (the plan `launch` runs)."""
+    plan = checked_params(config, DEFAULTS)
+    m, k, l = _sizes(data)
+    k_iters = ceil_div(k, plan["block_k"])
+    if plan["split_k"] is not None:
+        split = max(1, min(plan["split_k"], k_iters))
+    elif device.type == "cuda":
+        split = choose_split_k(ceil_div(m, plan["block_m"]) * l, k_iters, sm_count(device))
+    else:
+        split = min(2, k_iters)   # the interpreter still covers the split-K reduction
+    return {**plan, "split_k": split}
+
+
+def scratch_output(data: tuple) -> tuple:
+    return data[:6] + (torch.empty_like(data[6]),)
+
+
+def launch(data: tuple, plan: dict, use_asm: bool) -> torch.Tensor:
+    """Compute data's GEMV into data[6] (c) in one launch; returns c."""
+    a, b, _, _, sfa_perm, sfb_perm, c = data
+    m, k, l = _sizes(data)
+    a_t, b_t = as_bytes(a), as_bytes(b)
+    sfa, sfb = scale_words(sfa_perm), scale_words(sfb_perm)
+    block_m, split = plan["block_m"], plan["split_k"]
+    grid_m = ceil_div(m, block_m)
+    ws, cnt = WORKSPACES.get(c.device, grid_m * l, split, block_m)
+    fp4_gemv_kernel[(grid_m, split, l)](
+        a_t, b_t, sfa, sfb, c, ws, cnt, m, k, split,
+        a_t.stride(0), a_t.stride(1), a_t.stride(2), b_t.stride(1), b_t.stride(2), sfa.stride(0), sfb.stride(0),
+        c.stride(0), c.stride(1), c.stride(2),
+        USE_ASM=use_asm, BLOCK_M=block_m, BLOCK_K=plan["block_k"], num_warps=plan["num_warps"],
+        num_stages=plan["num_stages"])
+    return c
