@@ -1,0 +1,153 @@
+"""sm90-gemv, sm90-dual-gemm and sm90-group-gemm: the competition's other NVFP4 problems on Hopper.
+
+On the CPU each kernel runs under Triton's interpreter (a fresh process with TRITON_INTERPRET=1, Triton decides
+at import) through the same `Kernel` entry (prepare, then calls), with plain-Triton decoding in place of the PTX
+one: small shapes with M and N off the tiles, K off the K step, L > 1, split-K, several groups of different
+sizes; a second input set through the same prepared callable; and a planted bug (another operand's scales)
+that each check must catch. On an H200 (marked `gpu`) the registered kernels run the competition's task.yml
+test cases and the same planted bugs. Fresh random data, NaN-poisoned outputs, the competition's tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from competition_problems import as_problem, check, competition_data, poisoned, wrong_scales
+from fp4bench.problem import DUAL_GEMM, GEMV, GROUP_GEMM
+
+REPO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+# Interpreter cases: (sizes, planted bug applies). GEMV's planted bug swaps A's and b's scales: M = 128 only.
+INTERPRETED_CASES = {
+    GEMV: [(dict(m=40, k=256, l=2), False), (dict(m=128, k=192, l=1), True)],
+    DUAL_GEMM: [(dict(m=40, n=48, k=128, l=2), True), (dict(m=33, n=40, k=96, l=1), False)],
+    # Group 3 has m == n, so its A and B scales can be swapped.
+    GROUP_GEMM: [(dict(m=[40, 96, 17, 48], n=[64, 32, 48, 48], k=[128, 256, 64, 128], g=4), True)],
+}
+
+INTERPRETED_SCRIPT = textwrap.dedent("""
+    import json, os, sys, torch
+    sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+    from competition_problems import as_problem, check, competition_data, poisoned, wrong_scales
+    from fp4bench.kernels.fp4_triton import dual_gemm, gemv, group_gemm
+    from fp4bench.kernels.fp4_triton.kernel import TritonProblemKernel
+    from fp4bench.problem import DUAL_GEMM, GEMV, GROUP_GEMM
+
+    kind, cases = sys.argv[1], json.loads(sys.argv[2])
+
+    class Interpreted(TritonProblemKernel):
+        name = "interpreted-" + kind
+        formats = ("nvfp4",)
+        problems = (kind,)
+        ops = {GEMV: gemv, DUAL_GEMM: dual_gemm, GROUP_GEMM: group_gemm}[kind]
+
+    kernel = Interpreted()
+    results = []
+    for i, (sizes, planted) in enumerate(cases):
+        data = competition_data(kind, "cpu", 100 + i, **sizes)
+        problem = as_problem(kind, data, "cpu")
+        plan = kernel.launch_config(problem)
+        fn = kernel.prepare(problem)
+        # The prepared callable on its own input, then on another input set of the same case.
+        results.append([str(sizes), "first", check(kind, fn(poisoned(kind, data)), data).reason, plan])
+        other = competition_data(kind, "cpu", 200 + i, **sizes)
+        results.append([str(sizes), "other inputs", check(kind, fn(poisoned(kind, other)), other).reason, plan])
+        if planted:
+            bad = wrong_scales(kind, data, group=3)
+            result = check(kind, fn(poisoned(kind, bad)), data)
+            results.append([str(sizes), "planted", None if not result.passed else "a planted bug passed", plan])
+    print(json.dumps(results))
+""")
+
+
+@pytest.mark.parametrize("kind", [GEMV, DUAL_GEMM, GROUP_GEMM])
+def test_kernel_is_exact_and_catches_a_planted_bug_interpreted(kind):
+    cases = INTERPRETED_CASES[kind]
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", INTERPRETED_SCRIPT, kind, json.dumps(cases)], capture_output=True,
+                          text=True, env=env, timeout=900, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == 2 * len(cases) + sum(planted for _, planted in cases)
+    for sizes, what, failure, plan in results:
+        assert failure is None, (sizes, what, failure)
+        if kind != GROUP_GEMM:
+            assert plan["split_k"] >= 2, "split-K must be exercised"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GPU tests: the competition's task.yml test cases (gpu-mode/reference-kernels, problems/nvidia/<problem>).
+# ---------------------------------------------------------------------------------------------------------
+TASK_TESTS = {
+    GEMV: [dict(m=128, k=256, l=1), dict(m=128, k=1536, l=1), dict(m=128, k=3072, l=1), dict(m=256, k=7168, l=1),
+           dict(m=2432, k=4608, l=2), dict(m=384, k=7168, l=2), dict(m=512, k=512, l=2), dict(m=512, k=4096, l=2),
+           dict(m=512, k=1536, l=2)],
+    DUAL_GEMM: [dict(m=1536, n=512, k=7168, l=1), dict(m=256, n=512, k=256, l=1), dict(m=3072, n=1024, k=1536, l=1),
+                dict(m=7168, n=1024, k=256, l=1), dict(m=7168, n=2304, k=2048, l=1), dict(m=4608, n=384, k=7168, l=1),
+                dict(m=7168, n=384, k=2304, l=1), dict(m=512, n=768, k=7168, l=1), dict(m=4096, n=768, k=512, l=1)],
+    GROUP_GEMM: [dict(m=[96, 128], n=[128, 256], k=[256, 512], g=2), dict(m=[256, 72], n=[512, 384], k=[256, 256], g=2),
+                 dict(m=[128, 128], n=[128, 256], k=[512, 256], g=2),
+                 dict(m=[80, 128, 256], n=[384, 256, 128], k=[256, 512, 256], g=3),
+                 dict(m=[64, 72, 96], n=[128, 384, 512], k=[512, 512, 256], g=3),
+                 dict(m=[64, 256, 128], n=[768, 128, 256], k=[512, 256, 512], g=3),
+                 dict(m=[128, 128, 64], n=[256, 512, 512], k=[768, 256, 768], g=3),
+                 dict(m=[128, 128, 128, 128], n=[128, 128, 128, 128], k=[512, 256, 512, 256], g=4),
+                 dict(m=[40, 56, 384, 512], n=[512, 384, 256, 128], k=[256, 256, 256, 256], g=4),
+                 dict(m=[512, 384, 256, 128], n=[256, 256, 256, 256], k=[512, 768, 512, 768], g=4)],
+}
+KERNEL_NAMES = {GEMV: "sm90-gemv", DUAL_GEMM: "sm90-dual-gemm", GROUP_GEMM: "sm90-group-gemm"}
+COMPETITION_SEED = 1111
+
+
+def _hopper_target():
+    from fp4bench.arch import current_target
+
+    target = current_target("cuda")
+    if target.arch != "sm_90a":
+        pytest.skip(f"needs an sm_90 GPU; this is {target.arch}")
+    return target
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", [GEMV, DUAL_GEMM, GROUP_GEMM])
+def test_sm90_problem_kernels_pass_the_competition_test_cases(kind):
+    from fp4bench.kernels import get_kernel
+
+    target = _hopper_target()
+    kernel = get_kernel(KERNEL_NAMES[kind])
+    for sizes in TASK_TESTS[kind]:
+        data = competition_data(kind, "cuda", COMPETITION_SEED, **sizes)
+        problem = as_problem(kind, data, "cuda")
+        assert kernel.reason_to_skip(problem, target) is None
+        fn = kernel.prepare(problem)
+        # Twice, and on a second input set: split-K counters and cached tables must not leak between calls.
+        for inputs in (data, data, competition_data(kind, "cuda", COMPETITION_SEED + 42, **sizes)):
+            out = fn(poisoned(kind, inputs))
+            torch.cuda.synchronize()
+            result = check(kind, out, inputs)
+            assert result.passed, (sizes, kernel.launch_config(problem), result.reason)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind,sizes", [
+    (GEMV, dict(m=128, k=7168, l=2)),
+    (DUAL_GEMM, dict(m=256, n=512, k=2048, l=1)),
+    (GROUP_GEMM, dict(m=[64, 96], n=[256, 96], k=[512, 512], g=2)),
+])
+def test_sm90_problem_kernels_catch_a_planted_bug(kind, sizes):
+    from fp4bench.kernels import get_kernel
+
+    _hopper_target()
+    data = competition_data(kind, "cuda", COMPETITION_SEED, **sizes)
+    fn = get_kernel(KERNEL_NAMES[kind]).prepare(as_problem(kind, data, "cuda"))
+    assert check(kind, fn(poisoned(kind, data)), data).passed
+    bad = fn(poisoned(kind, wrong_scales(kind, data, group=1)))
+    torch.cuda.synchronize()
+    assert not check(kind, bad, data).passed, "another operand's scales went unnoticed"
