@@ -26,7 +26,7 @@ import triton.language as tl
 
 from ...codecs import as_bytes
 from ...layouts import ceil_div
-from .common import load_fp4_tile, scale_row_words, store_tile
+from .common import decode_pair, load_fp4_tile, scale_row_words, scale_value, store_tile
 from .launch import MIN_K_ITERS_PER_SPLIT, SPLIT_K_MAX, WORKSPACES, checked_params, scale_words, sm_count
 
 SF_BLOCK = 16
@@ -45,6 +45,20 @@ GPU_CANDIDATES = (
 )
 # The interpreter: small steps so that the CPU tests cover several K steps and split-K quickly.
 CPU_CONFIG = dict(DEFAULTS, block_k=128, num_stages=1)
+
+
+@triton.jit
+def load_vector_tile(x_row, sx_row, it, sf_cols, kb, k_ok, stride_k, NB: tl.constexpr, PER: tl.constexpr,
+                     USE_ASM: tl.constexpr):
+    """K step `it` of one packed row (row 0 of its scale tile) as 1-D fp16 (low nibbles, high nibbles)."""
+    packed = tl.load(x_row + kb * stride_k, mask=k_ok, other=0)
+    NW: tl.constexpr = NB // 4
+    group = it * NW + tl.arange(0, NW)
+    words = tl.load(sx_row + group * 128, mask=group * 4 < sf_cols, other=0)
+    codes = tl.reshape((words[:, None] >> (tl.arange(0, 4) * 8)[None, :]) & 255, (NB,))
+    codes = tl.where(it * NB + tl.arange(0, NB) < sf_cols, codes, 0)
+    scale = tl.reshape(tl.broadcast_to(scale_value(codes, False)[:, None], (NB, PER)), (NB * PER,))
+    return decode_pair(packed, scale, tl.float16, USE_ASM)
 
 
 @triton.jit
@@ -69,23 +83,26 @@ def fp4_gemv_kernel(
 
     a_base = a_ptr + batch.to(tl.int64) * stride_al + rows[:, None].to(tl.int64) * stride_am
     sa_row = sa_ptr + batch * stride_sal + scale_row_words(rows, tl.cdiv(sf_cols, 4))
-    # The vector is row 0 of b: a one-row tile, whose scale word offset is 0.
-    row0 = tl.arange(0, 1)
-    b_base = b_ptr + batch.to(tl.int64) * stride_bl + row0[:, None]
-    sb_row = sb_ptr + batch * stride_sbl + row0
-    # Per-thread partial sums, reduced across threads once after the loop, not in every K step.
-    acc = tl.zeros((BLOCK_M, HALF), tl.float32)
+    # The vector is row 0 of b, handled as 1-D tensors: broadcast over the rows, it is the one converted to the A
+    # tile's register layout (a 2-D [1, HALF] tile would impose its layout on the A tile instead).
+    b_row = b_ptr + batch.to(tl.int64) * stride_bl
+    sb_row = sb_ptr + batch * stride_sbl
+    acc = tl.zeros((BLOCK_M,), tl.float32)
     for it in range(it_begin, it_end):
         kb = it * HALF + tl.arange(0, HALF)
         k_ok = kb < half_k
         a_lo, a_hi = load_fp4_tile(a_base, row_ok, sa_row, it, sf_cols, kb, k_ok, stride_ak,
                                    BLOCK_M, NB, PER, False, tl.float16, USE_ASM)
-        b_lo, b_hi = load_fp4_tile(b_base, row0 < 1, sb_row, it, sf_cols, kb, k_ok, stride_bk,
-                                   1, NB, PER, False, tl.float16, USE_ASM)
-        acc += a_lo.to(tl.float32) * b_lo.to(tl.float32) + a_hi.to(tl.float32) * b_hi.to(tl.float32)
+        b_lo, b_hi = load_vector_tile(b_row, sb_row, it, sf_cols, kb, k_ok, stride_bk, NB, PER, USE_ASM)
+        b_lo = b_lo.to(tl.float32)[None, :]
+        b_hi = b_hi.to(tl.float32)[None, :]
+        # Reduced in every step: a loop-carried [BLOCK_M, HALF] accumulator would take a layout of its own and
+        # cost a conversion of the whole A tile through shared memory per step.
+        acc += tl.sum(a_lo.to(tl.float32) * b_lo + a_hi.to(tl.float32) * b_hi, axis=1)
 
     # c as a [rows, 1] tile: store_tile's "n" is the row and its "m" the single column.
-    store_tile(tl.sum(acc, axis=1)[:, None], c_ptr + batch * stride_cl, ws_ptr, cnt_ptr, rows, row0, row_ok, row0 < 1,
+    col0 = tl.arange(0, 1)
+    store_tile(acc[:, None], c_ptr + batch * stride_cl, ws_ptr, cnt_ptr, rows, col0, row_ok, col0 < 1,
                stride_cm, stride_cn, batch * tl.num_programs(0) + pid_m, pid_k, SPLIT_K, BLOCK_M, 1)
 
 
