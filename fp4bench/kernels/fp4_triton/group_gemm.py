@@ -13,7 +13,8 @@ Inputs: the competition's tuple ([(a, b, c)], [(sfa, sfb)], [(sfa_permuted, sfb_
 a [m, k // 2, 1] and b [n, k // 2, 1] packed e2m1, K-major; scales read from the blocked bytes behind the
 permuted views (on the GPU; the row-major sfa, sfb are left alone, they live on the CPU); each c [m, n, 1]
 fp16, every element written. Returns the list of c. Constraints: NVFP4 only; L = 1 per group (the
-competition's); each k a multiple of 16. A cache miss copies a small table to the device, so the callable
+competition's); each k a multiple of 32 and a, b at 16-byte aligned addresses (the kernel's alignment hints,
+checked on the host: the competition's k are multiples of 64). A cache miss copies a small table to the device, so the callable
 is not CUDA-graph safe. Module interface: as gemv.py.
 """
 
@@ -58,16 +59,18 @@ def fp4_group_gemm_kernel(
     pid_n = tl.load(schedule_ptr + 3 * tile + 1)
     pid_m = tl.load(schedule_ptr + 3 * tile + 2)
     row = table_ptr + group * TABLE_COLS
-    a_ptr = tl.load(row + 0).to(tl.pointer_type(tl.uint8))
-    b_ptr = tl.load(row + 1).to(tl.pointer_type(tl.uint8))
+    # Alignment hints (checked on the host, `_Tables.groups`): without them the packed tiles are loaded a byte
+    # at a time and not pipelined.
+    a_ptr = tl.multiple_of(tl.load(row + 0).to(tl.pointer_type(tl.uint8)), 16)
+    b_ptr = tl.multiple_of(tl.load(row + 1).to(tl.pointer_type(tl.uint8)), 16)
     c_ptr = tl.load(row + 2).to(tl.pointer_type(tl.float16))
     sa_ptr = tl.load(row + 3).to(tl.pointer_type(tl.int32))
     sb_ptr = tl.load(row + 4).to(tl.pointer_type(tl.int32))
     M = tl.load(row + 5).to(tl.int32)
     N = tl.load(row + 6).to(tl.int32)
     K = tl.load(row + 7).to(tl.int32)
-    stride_am = tl.load(row + 8)
-    stride_bn = tl.load(row + 9)
+    stride_am = tl.multiple_of(tl.load(row + 8), 16)
+    stride_bn = tl.multiple_of(tl.load(row + 9), 16)
     stride_cm = tl.load(row + 10)
     stride_cn = tl.load(row + 11)
 
@@ -75,7 +78,7 @@ def fp4_group_gemm_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     n_ok = offs_n < N
     m_ok = offs_m < M
-    half_k = K // 2
+    half_k = tl.multiple_of(K // 2, 16)
     sf_cols = K // 16
     sf_col_tiles = tl.cdiv(sf_cols, 4)
     b_base = b_ptr + offs_n[:, None] * stride_bn
@@ -105,6 +108,16 @@ def can_implement(data: tuple) -> str | None:
         return "needs l = 1 in every group (the competition's grouped GEMM)"
     if any(a.stride(1) != 1 or b.stride(1) != 1 for a, b, _ in abc):
         return "needs K-major a and b in every group (packed bytes contiguous along K)"
+    return _misalignment(data)
+
+
+def _misalignment(data: tuple) -> str | None:
+    """Why the kernel's alignment hints would not hold for these inputs, or None."""
+    for g, ((a, b, _), (_, _, k, _)) in enumerate(zip(data[0], data[3])):
+        if k % 32:
+            return f"needs every k a multiple of 32 (group {g} has k = {k})"
+        if any(t.data_ptr() % 16 or t.stride(0) % 16 for t in (a, b)):
+            return f"needs a and b at 16-byte aligned addresses and row strides (group {g})"
     return None
 
 
@@ -137,6 +150,9 @@ class _Tables:
     def groups(self, data: tuple) -> tuple[torch.Tensor, list]:
         """The [groups, TABLE_COLS] int64 device table, and the tensors it points into (kept alive by the caller)."""
         abc, _, permuted, sizes = data
+        reason = _misalignment(data)
+        if reason:
+            raise ValueError(f"sm90-group-gemm {reason}")
         rows, keep, views = [], [], True
         for (a, b, c), (sfa_perm, sfb_perm), (m, n, k, _) in zip(abc, permuted, sizes):
             a_t, b_t = as_bytes(a), as_bytes(b)
