@@ -88,6 +88,13 @@ def competition_data(kind: str, device, seed: int, **sizes) -> tuple:
     return generate_input(COMPETITION_NAMES[kind], device=device, seed=seed, **sizes)
 
 
+def full_range_gemv_data(device, seed: int, m: int, k: int, l: int) -> tuple:
+    """GEMV inputs over every e2m1 value (signs, 6 x 6 products) and scales 0..3: the NVFP4 GEMM generator's bytes
+    with N = 128, c cut to its first column. The competition's own GEMV data has only 0..1.5 and scales 0..2."""
+    data = generate_input("nvfp4_gemm", device=device, m=m, n=128, k=k, l=l, seed=seed)
+    return data[:6] + (data[6][:, :1, :],)
+
+
 def as_problem(kind: str, data: tuple, device) -> Problem:
     """A Problem around competition data; its shape (only a key for tuned configurations here) from the sizes."""
     if kind == GEMV:

@@ -19,28 +19,40 @@ import textwrap
 import pytest
 import torch
 
-from competition_problems import as_problem, check, competition_data, poisoned, wrong_scales
+from competition_problems import (as_problem, check, competition_data, full_range_gemv_data, poisoned,
+                                  wrong_scales)
 from fp4bench.problem import DUAL_GEMM, GEMV, GROUP_GEMM
 
 REPO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
-# Interpreter cases: (sizes, planted bug applies). GEMV's planted bug swaps A's and b's scales: M = 128 only.
+# Interpreter cases: (sizes, planted bug applies). GEMV's planted bug swaps A's and b's scales: M = 128 only;
+# "full_range" marks GEMV data over every e2m1 value and sign (the competition's has 0..1.5 only).
 INTERPRETED_CASES = {
-    GEMV: [(dict(m=40, k=256, l=2), False), (dict(m=128, k=192, l=1), True)],
+    GEMV: [(dict(m=40, k=256, l=2), False), (dict(m=128, k=192, l=1), True),
+           (dict(m=72, k=256, l=1, full_range=True), False)],
     DUAL_GEMM: [(dict(m=40, n=48, k=128, l=2), True), (dict(m=33, n=40, k=96, l=1), False)],
     # Group 3 has m == n, so its A and B scales can be swapped.
     GROUP_GEMM: [(dict(m=[40, 96, 17, 48], n=[64, 32, 48, 48], k=[128, 256, 64, 128], g=4), True)],
 }
+# Launch options each case also runs with, over the heuristic's: GEMV's products in fp32 besides factored scales.
+INTERPRETED_OPTIONS = {GEMV: [{}, {"factored": False}], DUAL_GEMM: [{}], GROUP_GEMM: [{}]}
 
 INTERPRETED_SCRIPT = textwrap.dedent("""
     import json, os, sys, torch
     sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
-    from competition_problems import as_problem, check, competition_data, poisoned, wrong_scales
+    from competition_problems import (as_problem, check, competition_data, full_range_gemv_data, poisoned,
+                                      wrong_scales)
     from fp4bench.kernels.fp4_triton import dual_gemm, gemv, group_gemm
     from fp4bench.kernels.fp4_triton.kernel import TritonProblemKernel
     from fp4bench.problem import DUAL_GEMM, GEMV, GROUP_GEMM
 
-    kind, cases = sys.argv[1], json.loads(sys.argv[2])
+    kind, cases, options = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+
+    def inputs(sizes, seed):
+        sizes = dict(sizes)
+        if sizes.pop("full_range", False):
+            return full_range_gemv_data("cpu", seed, **sizes)
+        return competition_data(kind, "cpu", seed, **sizes)
 
     class Interpreted(TritonProblemKernel):
         name = "interpreted-" + kind
@@ -51,31 +63,34 @@ INTERPRETED_SCRIPT = textwrap.dedent("""
     kernel = Interpreted()
     results = []
     for i, (sizes, planted) in enumerate(cases):
-        data = competition_data(kind, "cpu", 100 + i, **sizes)
+        data = inputs(sizes, 100 + i)
         problem = as_problem(kind, data, "cpu")
-        plan = kernel.launch_config(problem)
-        fn = kernel.prepare(problem)
-        # The prepared callable on its own input, then on another input set of the same case.
-        results.append([str(sizes), "first", check(kind, fn(poisoned(kind, data)), data).reason, plan])
-        other = competition_data(kind, "cpu", 200 + i, **sizes)
-        results.append([str(sizes), "other inputs", check(kind, fn(poisoned(kind, other)), other).reason, plan])
-        if planted:
-            bad = wrong_scales(kind, data, group=3)
-            result = check(kind, fn(poisoned(kind, bad)), data)
-            results.append([str(sizes), "planted", None if not result.passed else "a planted bug passed", plan])
+        for option in options:
+            config = {**kernel.chosen_config(problem)[0], **option}
+            plan = kernel.ops.resolve(data, config, problem.device)
+            fn = kernel.prepare_config(problem, config)
+            case = f"{sizes} {option}"
+            # The prepared callable on its own input, then on another input set of the same case.
+            results.append([case, "first", check(kind, fn(poisoned(kind, data)), data).reason, plan])
+            other = inputs(sizes, 200 + i)
+            results.append([case, "other inputs", check(kind, fn(poisoned(kind, other)), other).reason, plan])
+            if planted:
+                bad = wrong_scales(kind, data, group=3)
+                result = check(kind, fn(poisoned(kind, bad)), data)
+                results.append([case, "planted", None if not result.passed else "a planted bug passed", plan])
     print(json.dumps(results))
 """)
 
 
 @pytest.mark.parametrize("kind", [GEMV, DUAL_GEMM, GROUP_GEMM])
 def test_kernel_is_exact_and_catches_a_planted_bug_interpreted(kind):
-    cases = INTERPRETED_CASES[kind]
+    cases, options = INTERPRETED_CASES[kind], INTERPRETED_OPTIONS[kind]
     env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run([sys.executable, "-c", INTERPRETED_SCRIPT, kind, json.dumps(cases)], capture_output=True,
-                          text=True, env=env, timeout=900, cwd=REPO_ROOT)
+    proc = subprocess.run([sys.executable, "-c", INTERPRETED_SCRIPT, kind, json.dumps(cases), json.dumps(options)],
+                          capture_output=True, text=True, env=env, timeout=900, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(results) == 2 * len(cases) + sum(planted for _, planted in cases)
+    assert len(results) == len(options) * (2 * len(cases) + sum(planted for _, planted in cases))
     for sizes, what, failure, plan in results:
         assert failure is None, (sizes, what, failure)
         if kind != GROUP_GEMM:
@@ -126,13 +141,31 @@ def test_sm90_problem_kernels_pass_the_competition_test_cases(kind):
         data = competition_data(kind, "cuda", COMPETITION_SEED, **sizes)
         problem = as_problem(kind, data, "cuda")
         assert kernel.reason_to_skip(problem, target) is None
-        fn = kernel.prepare(problem)
-        # Twice, and on a second input set: split-K counters and cached tables must not leak between calls.
-        for inputs in (data, data, competition_data(kind, "cuda", COMPETITION_SEED + 42, **sizes)):
-            out = fn(poisoned(kind, inputs))
-            torch.cuda.synchronize()
-            result = check(kind, out, inputs)
-            assert result.passed, (sizes, kernel.launch_config(problem), result.reason)
+        for option in INTERPRETED_OPTIONS[kind]:
+            config = {**kernel.chosen_config(problem)[0], **option}
+            fn = kernel.prepare_config(problem, config)
+            # Twice, and on a second input set: split-K counters and cached tables must not leak between calls.
+            for inputs in (data, data, competition_data(kind, "cuda", COMPETITION_SEED + 42, **sizes)):
+                out = fn(poisoned(kind, inputs))
+                torch.cuda.synchronize()
+                result = check(kind, out, inputs)
+                assert result.passed, (sizes, config, result.reason)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("option", INTERPRETED_OPTIONS[GEMV])
+def test_sm90_gemv_over_every_e2m1_value(option):
+    """Signed values and 6 x 6 products (the competition's GEMV data has neither), M and K off the tiles."""
+    from fp4bench.kernels import get_kernel
+
+    _hopper_target()
+    kernel = get_kernel("sm90-gemv")
+    for seed, (m, k, l) in enumerate([(7168, 16384, 1), (1000, 4160, 3), (130, 64, 2)]):
+        data = full_range_gemv_data("cuda", seed, m, k, l)
+        problem = as_problem(GEMV, data, "cuda")
+        config = {**kernel.chosen_config(problem)[0], **option}
+        result = check(GEMV, kernel.prepare_config(problem, config)(poisoned(GEMV, data)), data)
+        assert result.passed, ((m, k, l), config, result.reason)
 
 
 @pytest.mark.gpu

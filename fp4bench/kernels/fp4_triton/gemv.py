@@ -1,12 +1,17 @@
 """sm90-gemv's kernel: the competition's NVFP4 GEMV, c[:, 0, l] = A_l · b_l (row 0 of b), fp16 out.
 
 Memory bound (A is read once, nothing is reused), so no tensor cores and no padded GEMM: each program streams
-BLOCK_M rows of A over its share of K in BLOCK_K steps on the CUDA cores. Per step the vector's K slice is
-decoded once and broadcast over the rows. Every product is exact in fp32: each factor (e2m1 x e4m3 scale) is
-exact in fp16 (the PTX decode of common.decode_pair), and the product of two such has at most 12 significant
-bits; sums are fp32, as in the reference. When the row blocks alone cannot fill the GPU (few rows, or one
-batch), K is split: each split stores its fp32 partials and the last program to arrive adds them in split order
-(deterministic, common.store_tile) and writes c.
+BLOCK_M rows of A over its share of K in BLOCK_K steps on the CUDA cores; per step the vector's K slice is
+decoded once and broadcast over the rows. At 4.2 TB/s an H200 can spend only about 8 instructions per byte of A
+(132 SMs x 4 issue slots x ~2 GHz / 4.2e12 B/s x 32 lanes), so the decode is what the two paths trade:
+  * factored (the default): per 16-element block, sa * sb * sum(ea * eb) over the bare e2m1 values, the sum an
+    exact f16x2 fma chain in PTX (_BLOCK_DOT_PTX), scales decoded by the hardware cvt; about 8 SASS
+    instructions per byte of A on sm_90a (Triton 3.9's code, counted offline).
+  * plain (factored=False): each factor e2m1 x e4m3 decoded exactly to fp16 (common.decode_pair), products and
+    sums in fp32: about 15 instructions per byte, no new PTX.
+Both are exact up to the fp32 summation order, as in the reference. When the row blocks alone cannot fill the
+GPU (few rows, or one batch), K is split: each split stores its fp32 partials and the last program to arrive
+adds them in split order (deterministic, common.store_tile) and writes c.
 
 Interface (shared by gemv.py, dual_gemm.py and group_gemm.py; fp4_triton.kernel.TritonProblemKernel drives it):
 candidates(device), resolve(data, config, device), launch(data, plan, use_asm), scratch_output(data),
@@ -26,7 +31,8 @@ import triton.language as tl
 
 from ...codecs import as_bytes
 from ...layouts import ceil_div
-from .common import decode_pair, load_fp4_tile, scale_row_words, scale_value, store_tile
+from .common import (decode_pair, e2m1_value, load_fp4_tile, load_scale_codes, scale_row_words, scale_value,
+                     store_tile)
 from .launch import MIN_K_ITERS_PER_SPLIT, SPLIT_K_MAX, WORKSPACES, checked_params, scale_words, sm_count
 
 SF_BLOCK = 16
@@ -34,31 +40,161 @@ SF_BLOCK = 16
 # flight, so memory parallelism comes from many resident programs.
 PROGRAMS_PER_SM = 8
 
-DEFAULTS = dict(block_m=16, block_k=512, num_warps=4, num_stages=3, split_k=None)
+DEFAULTS = dict(block_m=32, block_k=512, num_warps=4, num_stages=3, factored=True, split_k=None)
 # Tuning candidates on a GPU, the heuristic default first.
 GPU_CANDIDATES = (
     DEFAULTS,
-    dict(DEFAULTS, block_m=32),
+    dict(DEFAULTS, factored=False, block_m=16),   # products in fp32: no factored-scale PTX
+    dict(DEFAULTS, block_m=16),
+    dict(DEFAULTS, block_m=64, num_warps=8),
     dict(DEFAULTS, block_k=1024, num_stages=2),
-    dict(DEFAULTS, block_m=8, block_k=1024),
-    dict(DEFAULTS, block_m=64, block_k=256, num_warps=8),
 )
 # The interpreter: small steps so that the CPU tests cover several K steps and split-K quickly.
 CPU_CONFIG = dict(DEFAULTS, block_k=128, num_stages=1)
 
 
+# Factored scales (launch option `factored`): per 16-element block, sum_k a_k b_k = sa * sb * sum_k ea_k eb_k with
+# ea, eb the bare e2m1 values. Decoded as e2m1 / 64 (the e4m3 trick of common.decode_pair without its scale
+# multiply), each product ea * eb / 4096 is a multiple of 2^-14 below 36 / 4096, so fp16 holds it and any sum of up
+# to 14 of them exactly: one f16x2 fma chain per block (each lane adds 8 products) is exact, and the block's two
+# lanes go to fp32 once. Per 8 packed bytes of A: $8, $9 the bytes; $10..$13 the vector's low-nibble values and
+# $14..$17 its high-nibble values (f16x2, e2m1 / 64); $0 the block's sum in fp32 (times 4096), $1..$7 zero.
+_BLOCK_DOT_PTX = tl.constexpr("""
+{
+.reg .b32 t, u, lo, hi, p0, p1, q0, q1, acc;
+.reg .b16 l0, l1, h0, h1;
+.reg .f32 s0, s1;
+shl.b32 t, $8, 2;
+and.b32 t, t, 0x1C1C1C1C;
+shl.b32 u, $8, 4;
+and.b32 u, u, 0x80808080;
+or.b32 lo, t, u;
+shr.b32 t, $8, 2;
+and.b32 t, t, 0x1C1C1C1C;
+and.b32 u, $8, 0x80808080;
+or.b32 hi, t, u;
+mov.b32 {l0, l1}, lo;
+mov.b32 {h0, h1}, hi;
+cvt.rn.f16x2.e4m3x2 p0, l0;
+cvt.rn.f16x2.e4m3x2 p1, l1;
+cvt.rn.f16x2.e4m3x2 q0, h0;
+cvt.rn.f16x2.e4m3x2 q1, h1;
+mul.rn.f16x2 acc, p0, $10;
+fma.rn.f16x2 acc, p1, $11, acc;
+fma.rn.f16x2 acc, q0, $14, acc;
+fma.rn.f16x2 acc, q1, $15, acc;
+shl.b32 t, $9, 2;
+and.b32 t, t, 0x1C1C1C1C;
+shl.b32 u, $9, 4;
+and.b32 u, u, 0x80808080;
+or.b32 lo, t, u;
+shr.b32 t, $9, 2;
+and.b32 t, t, 0x1C1C1C1C;
+and.b32 u, $9, 0x80808080;
+or.b32 hi, t, u;
+mov.b32 {l0, l1}, lo;
+mov.b32 {h0, h1}, hi;
+cvt.rn.f16x2.e4m3x2 p0, l0;
+cvt.rn.f16x2.e4m3x2 p1, l1;
+cvt.rn.f16x2.e4m3x2 q0, h0;
+cvt.rn.f16x2.e4m3x2 q1, h1;
+fma.rn.f16x2 acc, p0, $12, acc;
+fma.rn.f16x2 acc, p1, $13, acc;
+fma.rn.f16x2 acc, q0, $16, acc;
+fma.rn.f16x2 acc, q1, $17, acc;
+mov.b32 {l0, l1}, acc;
+cvt.f32.f16 s0, l0;
+cvt.f32.f16 s1, l1;
+add.f32 s0, s0, s1;
+mov.b32 $0, s0;
+mov.b32 $1, 0;
+mov.b32 $2, 0;
+mov.b32 $3, 0;
+mov.b32 $4, 0;
+mov.b32 $5, 0;
+mov.b32 $6, 0;
+mov.b32 $7, 0;
+}
+""")
+# Four e4m3 scale codes (one per 32-bit register, $4..$7) -> their float32 values ($0..$3), exactly (NaN, zero
+# and subnormals included), by the hardware conversion: about 2 instructions a scale instead of 15.
+_E4M3_SCALES_PTX = tl.constexpr("""
+{
+.reg .b32 w, f;
+.reg .b16 c, x, h0, h1;
+.reg .f32 s0, s1;
+prmt.b32 w, $4, $5, 0x0040;
+mov.b32 {c, x}, w;
+cvt.rn.f16x2.e4m3x2 f, c;
+mov.b32 {h0, h1}, f;
+cvt.f32.f16 s0, h0;
+cvt.f32.f16 s1, h1;
+mov.b32 $0, s0;
+mov.b32 $1, s1;
+prmt.b32 w, $6, $7, 0x0040;
+mov.b32 {c, x}, w;
+cvt.rn.f16x2.e4m3x2 f, c;
+mov.b32 {h0, h1}, f;
+cvt.f32.f16 s0, h0;
+cvt.f32.f16 s1, h1;
+mov.b32 $2, s0;
+mov.b32 $3, s1;
+}
+""")
+
+
+@triton.jit
+def e4m3_scales(codes, USE_ASM: tl.constexpr):
+    """int32 e4m3 codes (0..255) -> exact float32 scales."""
+    if USE_ASM:
+        return tl.inline_asm_elementwise(_E4M3_SCALES_PTX, "=r,=r,=r,=r,r,r,r,r", [codes], dtype=tl.float32,
+                                         is_pure=True, pack=4)
+    else:
+        return scale_value(codes, False)
+
+
+# The units of the factored block sums: (e2m1 / 64)^2.
+FACTORED_UNIT = tl.constexpr(4096.0)
+
+
+@triton.jit
+def block_dots(packed, v_lo, v_hi, R: tl.constexpr, NB: tl.constexpr, USE_ASM: tl.constexpr):
+    """Per row and 16-element block: sum of e2m1(A) x (v_lo, v_hi) over the block's 8 packed bytes, [R, NB] fp32.
+
+    packed [R, NB * 8] bytes of A; v_lo, v_hi [NB * 8] the vector's values as e2m1 / 64 (fp16). The result is in
+    units of 1 / FACTORED_UNIT: exact (see _BLOCK_DOT_PTX)."""
+    HALF: tl.constexpr = NB * 8
+    lo = tl.broadcast_to(v_lo[None, :], (R, HALF))
+    hi = tl.broadcast_to(v_hi[None, :], (R, HALF))
+    if USE_ASM:
+        partial = tl.inline_asm_elementwise(
+            _BLOCK_DOT_PTX, "=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r,r,r,r,r,r,r", [packed, lo, hi],
+            dtype=tl.float32, is_pure=True, pack=8)
+    else:
+        codes = packed.to(tl.int32)
+        partial = (e2m1_value(codes & 15) * 0.015625 * lo.to(tl.float32)
+                   + e2m1_value(codes >> 4) * 0.015625 * hi.to(tl.float32))
+    return tl.sum(tl.reshape(partial, (R, NB, 8)), axis=2)
+
+
 @triton.jit
 def load_vector_tile(x_row, sx_row, it, sf_cols, kb, k_ok, stride_k, NB: tl.constexpr, PER: tl.constexpr,
-                     USE_ASM: tl.constexpr):
-    """K step `it` of one packed row (row 0 of its scale tile) as 1-D fp16 (low nibbles, high nibbles)."""
+                     FACTORED: tl.constexpr, USE_ASM: tl.constexpr):
+    """K step `it` of one packed row (row 0 of its scale tile) as 1-D fp16 (low nibbles, high nibbles), and its
+    block scales [NB] in fp32. FACTORED: the values as e2m1 / 64 without the scales, else e2m1 x scale."""
     packed = tl.load(x_row + kb * stride_k, mask=k_ok, other=0)
     NW: tl.constexpr = NB // 4
     group = it * NW + tl.arange(0, NW)
     words = tl.load(sx_row + group * 128, mask=group * 4 < sf_cols, other=0)
     codes = tl.reshape((words[:, None] >> (tl.arange(0, 4) * 8)[None, :]) & 255, (NB,))
     codes = tl.where(it * NB + tl.arange(0, NB) < sf_cols, codes, 0)
-    scale = tl.reshape(tl.broadcast_to(scale_value(codes, False)[:, None], (NB, PER)), (NB * PER,))
-    return decode_pair(packed, scale, tl.float16, USE_ASM)
+    block_scale = scale_value(codes, False)
+    if FACTORED:
+        per_byte_scale = tl.full((NB * PER,), 0.015625, tl.float32)
+    else:
+        per_byte_scale = tl.reshape(tl.broadcast_to(block_scale[:, None], (NB, PER)), (NB * PER,))
+    lo, hi = decode_pair(packed, per_byte_scale, tl.float16, USE_ASM)
+    return lo, hi, block_scale
 
 
 @triton.jit
@@ -66,7 +202,7 @@ def fp4_gemv_kernel(
         a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, ws_ptr, cnt_ptr, M, K, SPLIT_K,
         stride_am, stride_ak, stride_al, stride_bk, stride_bl, stride_sal, stride_sbl, stride_cm, stride_cn,
         stride_cl,
-        USE_ASM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+        FACTORED: tl.constexpr, USE_ASM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     HALF: tl.constexpr = BLOCK_K // 2
     NB: tl.constexpr = BLOCK_K // 16
     PER: tl.constexpr = 8
@@ -91,14 +227,21 @@ def fp4_gemv_kernel(
     for it in range(it_begin, it_end):
         kb = it * HALF + tl.arange(0, HALF)
         k_ok = kb < half_k
-        a_lo, a_hi = load_fp4_tile(a_base, row_ok, sa_row, it, sf_cols, kb, k_ok, stride_ak,
-                                   BLOCK_M, NB, PER, False, tl.float16, USE_ASM)
-        b_lo, b_hi = load_vector_tile(b_row, sb_row, it, sf_cols, kb, k_ok, stride_bk, NB, PER, USE_ASM)
-        b_lo = b_lo.to(tl.float32)[None, :]
-        b_hi = b_hi.to(tl.float32)[None, :]
+        b_lo, b_hi, b_scale = load_vector_tile(b_row, sb_row, it, sf_cols, kb, k_ok, stride_bk, NB, PER,
+                                               FACTORED, USE_ASM)
         # Reduced in every step: a loop-carried [BLOCK_M, HALF] accumulator would take a layout of its own and
         # cost a conversion of the whole A tile through shared memory per step.
-        acc += tl.sum(a_lo.to(tl.float32) * b_lo + a_hi.to(tl.float32) * b_hi, axis=1)
+        if FACTORED:
+            packed = tl.load(a_base + kb[None, :] * stride_ak, mask=row_ok[:, None] & k_ok[None, :], other=0)
+            codes, _ = load_scale_codes(sa_row, row_ok, it, sf_cols, BLOCK_M, NB)
+            scale = e4m3_scales(codes, USE_ASM) * (b_scale * FACTORED_UNIT)[None, :]
+            acc += tl.sum(block_dots(packed, b_lo, b_hi, BLOCK_M, NB, USE_ASM) * scale, axis=1)
+        else:
+            a_lo, a_hi = load_fp4_tile(a_base, row_ok, sa_row, it, sf_cols, kb, k_ok, stride_ak,
+                                       BLOCK_M, NB, PER, False, tl.float16, USE_ASM)
+            b_lo = b_lo.to(tl.float32)[None, :]
+            b_hi = b_hi.to(tl.float32)[None, :]
+            acc += tl.sum(a_lo.to(tl.float32) * b_lo + a_hi.to(tl.float32) * b_hi, axis=1)
 
     # c as a [rows, 1] tile: store_tile's "n" is the row and its "m" the single column.
     col0 = tl.arange(0, 1)
@@ -159,6 +302,6 @@ def launch(data: tuple, plan: dict, use_asm: bool) -> torch.Tensor:
         a_t, b_t, sfa, sfb, c, ws, cnt, m, k, split,
         a_t.stride(0), a_t.stride(1), a_t.stride(2), b_t.stride(1), b_t.stride(2), sfa.stride(0), sfb.stride(0),
         c.stride(0), c.stride(1), c.stride(2),
-        USE_ASM=use_asm, BLOCK_M=block_m, BLOCK_K=plan["block_k"], num_warps=plan["num_warps"],
-        num_stages=plan["num_stages"])
+        FACTORED=plan["factored"], USE_ASM=use_asm, BLOCK_M=block_m, BLOCK_K=plan["block_k"],
+        num_warps=plan["num_warps"], num_stages=plan["num_stages"])
     return c

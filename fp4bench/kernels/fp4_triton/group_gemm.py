@@ -14,8 +14,8 @@ a [m, k // 2, 1] and b [n, k // 2, 1] packed e2m1, K-major; scales read from the
 permuted views (on the GPU; the row-major sfa, sfb are left alone, they live on the CPU); each c [m, n, 1]
 fp16, every element written. Returns the list of c. Constraints: NVFP4 only; L = 1 per group (the
 competition's); each k a multiple of 32 and a, b at 16-byte aligned addresses (the kernel's alignment hints,
-checked on the host: the competition's k are multiples of 64). A cache miss copies a small table to the device, so the callable
-is not CUDA-graph safe. Module interface: as gemv.py.
+checked on the host: the competition's k are multiples of 64). A cache miss copies a small table to the
+device, so the callable is not CUDA-graph safe. Module interface: as gemv.py.
 """
 
 from __future__ import annotations
