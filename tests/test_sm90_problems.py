@@ -184,3 +184,61 @@ def test_sm90_problem_kernels_catch_a_planted_bug(kind, sizes):
     bad = fn(poisoned(kind, wrong_scales(kind, data, group=1)))
     torch.cuda.synchronize()
     assert not check(kind, bad, data).passed, "another operand's scales went unnoticed"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Offline compilation for sm_90a (Triton's own ptxas; no GPU needed).
+# ---------------------------------------------------------------------------------------------------------
+def _compile_gemv_for_sm90(config: dict, k_divisibility: int):
+    """Triton's TTGIR of the gemv kernel for sm_90a, arguments specialized as a launch with K divisible by
+    `k_divisibility` would be (pointers and the other strides 16-byte aligned, unit strides constant)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fp4bench.kernels.fp4_triton.gemv import fp4_gemv_kernel
+
+    sig = dict(a_ptr="*u8", b_ptr="*u8", sa_ptr="*i32", sb_ptr="*i32", c_ptr="*fp16", ws_ptr="*fp32",
+               cnt_ptr="*i32", M="i32", K="i32", SPLIT_K="i32", stride_am="i32", stride_ak="constexpr",
+               stride_al="i32", stride_bk="constexpr", stride_bl="i32", stride_sal="i32", stride_sbl="i32",
+               stride_cm="i32", stride_cn="constexpr", stride_cl="i32", FACTORED="constexpr", USE_ASM="constexpr",
+               BLOCK_M="constexpr", BLOCK_K="constexpr")
+    names = list(sig)
+    aligned = {n: 16 for n in ("a_ptr", "b_ptr", "sa_ptr", "sb_ptr", "c_ptr", "ws_ptr", "cnt_ptr", "stride_sal",
+                               "stride_sbl", "stride_cl")}
+    # a's row stride is K / 2 bytes; its batch strides are multiples of it.
+    aligned.update(K=k_divisibility, stride_am=k_divisibility // 2, stride_al=k_divisibility // 2,
+                   stride_bl=k_divisibility // 2)
+    attrs = {(names.index(n),): [["tt.divisibility", d]] for n, d in aligned.items() if d > 1}
+    constants = dict(stride_ak=1, stride_bk=1, stride_cn=1, FACTORED=config["factored"], USE_ASM=True,
+                     BLOCK_M=config["block_m"], BLOCK_K=config["block_k"])
+    compiled = triton.compile(ASTSource(fn=fp4_gemv_kernel, signature=sig, constexprs=constants, attrs=attrs),
+                              target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=config["num_warps"], num_stages=config["num_stages"]))
+    return compiled.asm["ttgir"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("candidate", [0, 3])
+@pytest.mark.parametrize("k_divisibility", [16, 32])
+def test_gemv_block_dot_groups_are_whole_blocks_in_the_sm90_layout(candidate, k_divisibility):
+    """The factored path's PTX sums the 8 bytes of each of its packs as one 16-element block: that holds only if
+    Triton gives every thread runs of whole, aligned 8-byte groups along K (sizePerThread[-1] a multiple of 8,
+    K fastest). Checked on the TTGIR Triton makes for sm_90a, for K multiples of 16 (rows 8-byte aligned)
+    and of 32."""
+    import re
+
+    from fp4bench.kernels.fp4_triton.gemv import GPU_CANDIDATES
+
+    config = GPU_CANDIDATES[candidate]
+    assert config["factored"]
+    try:
+        ttgir = _compile_gemv_for_sm90(config, k_divisibility)
+    except (ImportError, AttributeError, TypeError) as err:   # another Triton's offline-compile API
+        pytest.skip(f"offline compilation for sm_90a unavailable: {err}")
+    asm = re.search(r"packed_element = 8 : i32.*?: tensor<\d+x\d+xi8, (#\w+)>", ttgir)
+    assert asm, "the factored block-dot PTX is not in the kernel"
+    layout = re.search(rf"^{asm.group(1)} = #ttg\.blocked<\{{sizePerThread = \[(\d+), (\d+)\].*order = \[1, 0\]",
+                       ttgir, re.MULTILINE)
+    assert layout, f"{asm.group(1)} is not a K-fastest blocked layout"
+    assert int(layout.group(1)) == 1 and int(layout.group(2)) % 8 == 0, layout.group(0)
