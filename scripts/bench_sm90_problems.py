@@ -1,10 +1,11 @@
 """Check and time sm90-gemv, sm90-dual-gemm and sm90-group-gemm on the competition's benchmark cases (an H200).
 
-    python scripts/bench_sm90_problems.py [gemv|dual_gemm|group_gemm ...]
+    python scripts/bench_sm90_problems.py [gemv|dual_gemm|group_gemm ...] [--candidates]
 For each case: the kernel's output against the exact reference (tests/competition_problems.py), then medians of
 triton.testing.do_bench (L2 cleared before each call) for the kernel, for `dequant+mm` (dequantize every operand
 with fp4bench.codecs to fp16, then torch.matmul: what a user without the kernel runs) and for `mm` (torch.matmul
 on operands dequantized beforehand), and the bytes floor (A, B, scales and C at 4.2 TB/s, the H200's copy rate).
+--candidates: also every other tuning candidate of the kernel (checked, then timed; one line each, `cand N`).
 """
 
 from __future__ import annotations
@@ -80,7 +81,12 @@ def _bytes(pairs: list[tuple], out_elems: int) -> int:
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("Error: needs a CUDA GPU (an H200 for the sm90 kernels)")
-    kinds = sys.argv[1:] or [GEMV, DUAL_GEMM, GROUP_GEMM]
+    args = [a for a in sys.argv[1:] if a != "--candidates"]
+    all_candidates = "--candidates" in sys.argv[1:]
+    unknown = [a for a in args if a not in KERNEL_NAMES]
+    if unknown:
+        sys.exit(f"Error: unknown problem {unknown[0]!r}; choose from {', '.join(KERNEL_NAMES)}")
+    kinds = args or [GEMV, DUAL_GEMM, GROUP_GEMM]
     print(f"{'kernel':16} {'case':34} {'check':6} {'kernel us':>9} {'deq+mm us':>9} {'mm us':>7} {'floor us':>8}")
     for kind in kinds:
         kernel = get_kernel(KERNEL_NAMES[kind])
@@ -103,6 +109,13 @@ def main() -> None:
                   f"{t_deq * 1e3:9.1f} {t_mm * 1e3:7.1f} {floor_us:8.1f}")
             if not result.passed:
                 print(f"  {result.reason}"[:100])
+            if all_candidates:
+                problem = as_problem(kind, data, "cuda")
+                for i, config in enumerate(kernel.tuning_candidates(problem)[1:], start=1):
+                    fn = kernel.prepare_config(problem, config)
+                    ok = check(kind, fn(poisoned(kind, data)), data).passed
+                    t = do_bench(lambda: fn(data))
+                    print(f"{'  cand ' + str(i):16} {case[:34]:34} {'PASS' if ok else 'FAIL':6} {t * 1e3:9.1f}")
 
 
 if __name__ == "__main__":
