@@ -102,17 +102,29 @@ def scale_row_words(rows, n_col_tiles):
 
 
 @triton.jit
-def load_scale_codes(sf_row, row_ok, it, sf_cols, R: tl.constexpr, NB: tl.constexpr):
-    """Scale bytes of K tile `it` as int32 codes [R, NB] (0 outside the matrix) and their validity mask."""
+def load_scale_words(sf_row, row_ok, it, sf_cols, NB: tl.constexpr):
+    """The blocked-layout words (four scale bytes each) of K tile `it`, [R, NB // 4] int32, 0 outside the matrix."""
     NW: tl.constexpr = NB // 4
     group = it * NW + tl.arange(0, NW)
-    words = tl.load(sf_row[:, None] + (group * 128)[None, :], mask=row_ok[:, None] & (group * 4 < sf_cols)[None, :],
-                    other=0)
+    return tl.load(sf_row[:, None] + (group * 128)[None, :], mask=row_ok[:, None] & (group * 4 < sf_cols)[None, :],
+                   other=0)
+
+
+@triton.jit
+def scale_codes(words, row_ok, it, sf_cols, R: tl.constexpr, NB: tl.constexpr):
+    """Words of K tile `it` (load_scale_words) -> int32 codes [R, NB] (0 outside the matrix, layout padding
+    included) and their validity mask."""
     shifts = tl.arange(0, 4) * 8
     codes = tl.reshape((words[:, :, None] >> shifts[None, None, :]) & 255, (R, NB))
     col = it * NB + tl.arange(0, NB)
     valid = row_ok[:, None] & (col < sf_cols)[None, :]
     return tl.where(valid, codes, 0), valid
+
+
+@triton.jit
+def load_scale_codes(sf_row, row_ok, it, sf_cols, R: tl.constexpr, NB: tl.constexpr):
+    """Scale bytes of K tile `it` as int32 codes [R, NB] (0 outside the matrix) and their validity mask."""
+    return scale_codes(load_scale_words(sf_row, row_ok, it, sf_cols, NB), row_ok, it, sf_cols, R, NB)
 
 
 @triton.jit

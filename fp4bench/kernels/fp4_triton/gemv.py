@@ -4,9 +4,10 @@ Memory bound (A is read once, nothing is reused), so no tensor cores and no padd
 BLOCK_M rows of A over its share of K in BLOCK_K steps on the CUDA cores; per step the vector's K slice is
 decoded once and broadcast over the rows. At 4.2 TB/s an H200 can spend only about 8 instructions per byte of A
 (132 SMs x 4 issue slots x ~2 GHz / 4.2e12 B/s x 32 lanes), so the decode is what the two paths trade:
-  * factored (the default): per 16-element block, sa * sb * sum(ea * eb) over the bare e2m1 values, the sum an
-    exact f16x2 fma chain in PTX (_BLOCK_DOT_PTX), scales decoded by the hardware cvt; about 8 SASS
-    instructions per byte of A on sm_90a (Triton 3.9's code, counted offline).
+  * factored (the default): A and the vector read as 32-bit words; per 16-element block, sa * sb * sum(ea * eb)
+    over the bare e2m1 values, the sum an exact f16x2 fma chain in PTX (_BLOCK_DOT_PTX), scales decoded by the
+    hardware cvt; the next step's words are loaded before this step is decoded. About 8.4 SASS instructions
+    per byte of A on sm_90a (Triton 3.9's code, counted offline).
   * plain (factored=False): each factor e2m1 x e4m3 decoded exactly to fp16 (common.decode_pair), products and
     sums in fp32: about 15 instructions per byte, no new PTX.
 Both are exact up to the fp32 summation order, as in the reference. When the row blocks alone cannot fill the
@@ -20,7 +21,7 @@ can_implement(data).
 Inputs: the competition's 7-tuple (a, b, sfa, sfb, sfa_permuted, sfb_permuted, c); a [M, K // 2, L] and b
 [128, K // 2, L] packed e2m1, K-major; scales read from the blocked bytes behind the permuted views (b's row 0
 only); c [M, 1, L] fp16, every element written. Constraints: NVFP4 only (e4m3 scales per 16 values); K a
-multiple of 16; any M and L >= 1.
+multiple of 16; a and b 4-byte aligned; any M and L >= 1.
 """
 
 from __future__ import annotations
@@ -31,47 +32,78 @@ import triton.language as tl
 
 from ...codecs import as_bytes
 from ...layouts import ceil_div
-from .common import (decode_pair, e2m1_value, load_fp4_tile, load_scale_codes, scale_row_words, scale_value,
-                     store_tile)
+from .common import (decode_pair, e2m1_value, load_fp4_tile, load_scale_words, scale_codes, scale_row_words,
+                     scale_value, store_tile)
 from .launch import MIN_K_ITERS_PER_SPLIT, SPLIT_K_MAX, WORKSPACES, checked_params, scale_words, sm_count
 
 SF_BLOCK = 16
-# Split K until there are this many programs per multiprocessor: a program keeps one K step of loads in
-# flight, so memory parallelism comes from many resident programs.
-PROGRAMS_PER_SM = 8
 
-DEFAULTS = dict(block_m=32, block_k=512, num_warps=4, num_stages=3, factored=True, split_k=None)
+# programs_per_sm: split K until there are this many programs per multiprocessor (None split_k). About five of
+# the default's (96 registers, 4 warps) are resident at once, so 16 makes three waves or more: memory-bound
+# programs take about equally long, and the last, partial wave is a small share.
+# num_stages 1: Triton pipelines only loads that feed a dot; the kernel prefetches by hand.
+DEFAULTS = dict(block_m=32, block_k=512, num_warps=4, num_stages=1, factored=True, programs_per_sm=16,
+                split_k=None)
 # Tuning candidates on a GPU, the heuristic default first.
 GPU_CANDIDATES = (
     DEFAULTS,
     dict(DEFAULTS, factored=False, block_m=16),   # products in fp32: no factored-scale PTX
     dict(DEFAULTS, block_m=16),
+    dict(DEFAULTS, programs_per_sm=8),
     dict(DEFAULTS, block_m=64, num_warps=8),
-    dict(DEFAULTS, block_k=1024, num_stages=2),
+    dict(DEFAULTS, block_k=1024),
 )
 # The interpreter: small steps so that the CPU tests cover several K steps and split-K quickly.
-CPU_CONFIG = dict(DEFAULTS, block_k=128, num_stages=1)
+CPU_CONFIG = dict(DEFAULTS, block_k=128)
 
 
 # Factored scales (launch option `factored`): per 16-element block, sum_k a_k b_k = sa * sb * sum_k ea_k eb_k with
 # ea, eb the bare e2m1 values. Decoded as e2m1 / 64 (the e4m3 trick of common.decode_pair without its scale
 # multiply), each product ea * eb / 4096 is a multiple of 2^-14 below 36 / 4096, so fp16 holds it and any sum of up
 # to 14 of them exactly: one f16x2 fma chain per block (each lane adds 8 products) is exact, and the block's two
-# lanes go to fp32 once. Per 8 packed bytes of A: $8, $9 the bytes; $10..$13 the vector's low-nibble values and
-# $14..$17 its high-nibble values (f16x2, e2m1 / 64); $0 the block's sum in fp32 (times 4096), $1..$7 zero.
+# lanes go to fp32 once. A and the vector are read as 32-bit words (four packed bytes, byte 0 lowest).
+
+# One word of the vector -> its values as f16x2 words (e2m1 / 64): $0 the low nibbles of bytes 0 and 1, $1 of
+# bytes 2 and 3, $2 and $3 the high nibbles likewise (element order: the lower byte in the lower half).
+_DECODE_WORD_PTX = tl.constexpr("""
+{
+.reg .b32 t, u, lo, hi;
+.reg .b16 l0, l1, h0, h1;
+shl.b32 t, $4, 2;
+and.b32 t, t, 0x1C1C1C1C;
+shl.b32 u, $4, 4;
+and.b32 u, u, 0x80808080;
+or.b32 lo, t, u;
+shr.b32 t, $4, 2;
+and.b32 t, t, 0x1C1C1C1C;
+and.b32 u, $4, 0x80808080;
+or.b32 hi, t, u;
+mov.b32 {l0, l1}, lo;
+mov.b32 {h0, h1}, hi;
+cvt.rn.f16x2.e4m3x2 $0, l0;
+cvt.rn.f16x2.e4m3x2 $1, l1;
+cvt.rn.f16x2.e4m3x2 $2, h0;
+cvt.rn.f16x2.e4m3x2 $3, h1;
+}
+""")
+
+# One block of A (its two words $1, $2) against the vector's values for it (_DECODE_WORD_PTX's outputs for the
+# same two words: $3, $4 the low nibbles of bytes 0-1 of word 0 and word 1, $5, $6 of bytes 2-3, $7, $8 and $9,
+# $10 the high nibbles likewise) -> $0 the block's sum in fp32, times 4096. One block per instance, its words as
+# separate operands: correct whatever register layout Triton picks.
 _BLOCK_DOT_PTX = tl.constexpr("""
 {
 .reg .b32 t, u, lo, hi, p0, p1, q0, q1, acc;
 .reg .b16 l0, l1, h0, h1;
 .reg .f32 s0, s1;
-shl.b32 t, $8, 2;
+shl.b32 t, $1, 2;
 and.b32 t, t, 0x1C1C1C1C;
-shl.b32 u, $8, 4;
+shl.b32 u, $1, 4;
 and.b32 u, u, 0x80808080;
 or.b32 lo, t, u;
-shr.b32 t, $8, 2;
+shr.b32 t, $1, 2;
 and.b32 t, t, 0x1C1C1C1C;
-and.b32 u, $8, 0x80808080;
+and.b32 u, $1, 0x80808080;
 or.b32 hi, t, u;
 mov.b32 {l0, l1}, lo;
 mov.b32 {h0, h1}, hi;
@@ -79,18 +111,18 @@ cvt.rn.f16x2.e4m3x2 p0, l0;
 cvt.rn.f16x2.e4m3x2 p1, l1;
 cvt.rn.f16x2.e4m3x2 q0, h0;
 cvt.rn.f16x2.e4m3x2 q1, h1;
-mul.rn.f16x2 acc, p0, $10;
-fma.rn.f16x2 acc, p1, $11, acc;
-fma.rn.f16x2 acc, q0, $14, acc;
-fma.rn.f16x2 acc, q1, $15, acc;
-shl.b32 t, $9, 2;
+mul.rn.f16x2 acc, p0, $3;
+fma.rn.f16x2 acc, p1, $5, acc;
+fma.rn.f16x2 acc, q0, $7, acc;
+fma.rn.f16x2 acc, q1, $9, acc;
+shl.b32 t, $2, 2;
 and.b32 t, t, 0x1C1C1C1C;
-shl.b32 u, $9, 4;
+shl.b32 u, $2, 4;
 and.b32 u, u, 0x80808080;
 or.b32 lo, t, u;
-shr.b32 t, $9, 2;
+shr.b32 t, $2, 2;
 and.b32 t, t, 0x1C1C1C1C;
-and.b32 u, $9, 0x80808080;
+and.b32 u, $2, 0x80808080;
 or.b32 hi, t, u;
 mov.b32 {l0, l1}, lo;
 mov.b32 {h0, h1}, hi;
@@ -98,47 +130,31 @@ cvt.rn.f16x2.e4m3x2 p0, l0;
 cvt.rn.f16x2.e4m3x2 p1, l1;
 cvt.rn.f16x2.e4m3x2 q0, h0;
 cvt.rn.f16x2.e4m3x2 q1, h1;
-fma.rn.f16x2 acc, p0, $12, acc;
-fma.rn.f16x2 acc, p1, $13, acc;
-fma.rn.f16x2 acc, q0, $16, acc;
-fma.rn.f16x2 acc, q1, $17, acc;
+fma.rn.f16x2 acc, p0, $4, acc;
+fma.rn.f16x2 acc, p1, $6, acc;
+fma.rn.f16x2 acc, q0, $8, acc;
+fma.rn.f16x2 acc, q1, $10, acc;
 mov.b32 {l0, l1}, acc;
 cvt.f32.f16 s0, l0;
 cvt.f32.f16 s1, l1;
 add.f32 s0, s0, s1;
 mov.b32 $0, s0;
-mov.b32 $1, 0;
-mov.b32 $2, 0;
-mov.b32 $3, 0;
-mov.b32 $4, 0;
-mov.b32 $5, 0;
-mov.b32 $6, 0;
-mov.b32 $7, 0;
 }
 """)
-# Four e4m3 scale codes (one per 32-bit register, $4..$7) -> their float32 values ($0..$3), exactly (NaN, zero
-# and subnormals included), by the hardware conversion: about 2 instructions a scale instead of 15.
-_E4M3_SCALES_PTX = tl.constexpr("""
+
+# An e4m3 scale code (0..255 in a 32-bit register, $1) -> its float32 value ($0), exactly (NaN, zero and
+# subnormals included), by the hardware conversion: 4 instructions a scale instead of about 15. One code per
+# instance, so any register layout Triton picks is fine.
+_E4M3_SCALE_PTX = tl.constexpr("""
 {
-.reg .b32 w, f;
+.reg .b32 f;
 .reg .b16 c, x, h0, h1;
-.reg .f32 s0, s1;
-prmt.b32 w, $4, $5, 0x0040;
-mov.b32 {c, x}, w;
+.reg .f32 s;
+mov.b32 {c, x}, $1;
 cvt.rn.f16x2.e4m3x2 f, c;
 mov.b32 {h0, h1}, f;
-cvt.f32.f16 s0, h0;
-cvt.f32.f16 s1, h1;
-mov.b32 $0, s0;
-mov.b32 $1, s1;
-prmt.b32 w, $6, $7, 0x0040;
-mov.b32 {c, x}, w;
-cvt.rn.f16x2.e4m3x2 f, c;
-mov.b32 {h0, h1}, f;
-cvt.f32.f16 s0, h0;
-cvt.f32.f16 s1, h1;
-mov.b32 $2, s0;
-mov.b32 $3, s1;
+cvt.f32.f16 s, h0;
+mov.b32 $0, s;
 }
 """)
 
@@ -147,8 +163,8 @@ mov.b32 $3, s1;
 def e4m3_scales(codes, USE_ASM: tl.constexpr):
     """int32 e4m3 codes (0..255) -> exact float32 scales."""
     if USE_ASM:
-        return tl.inline_asm_elementwise(_E4M3_SCALES_PTX, "=r,=r,=r,=r,r,r,r,r", [codes], dtype=tl.float32,
-                                         is_pure=True, pack=4)
+        return tl.inline_asm_elementwise(_E4M3_SCALE_PTX, "=r,r", [codes], dtype=tl.float32, is_pure=True,
+                                         pack=1)
     else:
         return scale_value(codes, False)
 
@@ -158,43 +174,70 @@ FACTORED_UNIT = tl.constexpr(4096.0)
 
 
 @triton.jit
-def block_dots(packed, v_lo, v_hi, R: tl.constexpr, NB: tl.constexpr, USE_ASM: tl.constexpr):
-    """Per row and 16-element block: sum of e2m1(A) x (v_lo, v_hi) over the block's 8 packed bytes, [R, NB] fp32.
-
-    packed [R, NB * 8] bytes of A; v_lo, v_hi [NB * 8] the vector's values as e2m1 / 64 (fp16). The result is in
-    units of 1 / FACTORED_UNIT: exact (see _BLOCK_DOT_PTX)."""
-    HALF: tl.constexpr = NB * 8
-    lo = tl.broadcast_to(v_lo[None, :], (R, HALF))
-    hi = tl.broadcast_to(v_hi[None, :], (R, HALF))
-    if USE_ASM:
-        partial = tl.inline_asm_elementwise(
-            _BLOCK_DOT_PTX, "=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r,r,r,r,r,r,r", [packed, lo, hi],
-            dtype=tl.float32, is_pure=True, pack=8)
-    else:
-        codes = packed.to(tl.int32)
-        partial = (e2m1_value(codes & 15) * 0.015625 * lo.to(tl.float32)
-                   + e2m1_value(codes >> 4) * 0.015625 * hi.to(tl.float32))
-    return tl.sum(tl.reshape(partial, (R, NB, 8)), axis=2)
+def word_values(words, R: tl.constexpr, W: tl.constexpr):
+    """Packed words [R, W] -> e2m1 values [R, W * 8] in fp32, K order (byte j's low nibble, then its high)."""
+    nibbles = (words[:, :, None] >> (tl.arange(0, 8) * 4)[None, None, :]) & 15
+    return tl.reshape(e2m1_value(nibbles), (R, W * 8))
 
 
 @triton.jit
-def load_vector_tile(x_row, sx_row, it, sf_cols, kb, k_ok, stride_k, NB: tl.constexpr, PER: tl.constexpr,
-                     FACTORED: tl.constexpr, USE_ASM: tl.constexpr):
-    """K step `it` of one packed row (row 0 of its scale tile) as 1-D fp16 (low nibbles, high nibbles), and its
-    block scales [NB] in fp32. FACTORED: the values as e2m1 / 64 without the scales, else e2m1 x scale."""
-    packed = tl.load(x_row + kb * stride_k, mask=k_ok, other=0)
+def _vector_values(words, R: tl.constexpr, NB: tl.constexpr):
+    """The vector's words [NB] (one per block, word 0 or 1 of it) as _DECODE_WORD_PTX's four f16x2 words, each
+    broadcast over the R rows."""
+    lo01, lo23, hi01, hi23 = tl.inline_asm_elementwise(
+        _DECODE_WORD_PTX, "=r,=r,=r,=r,r", [words], dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True,
+        pack=1)
+    return (tl.broadcast_to(lo01[None, :], (R, NB)), tl.broadcast_to(lo23[None, :], (R, NB)),
+            tl.broadcast_to(hi01[None, :], (R, NB)), tl.broadcast_to(hi23[None, :], (R, NB)))
+
+
+@triton.jit
+def block_dots(a_words, b_words, R: tl.constexpr, NB: tl.constexpr, USE_ASM: tl.constexpr):
+    """Per row and 16-element block of A (a_words [R, NB * 2]) the exact sum of e2m1(A) x e2m1(b) over the block
+    (b_words [NB * 2], the vector's words of the same K), [R, NB] fp32 in units of 1 / FACTORED_UNIT."""
+    W: tl.constexpr = NB * 2
+    if USE_ASM:
+        a0, a1 = tl.split(tl.reshape(a_words, (R, NB, 2)))
+        b0, b1 = tl.split(tl.reshape(b_words, (NB, 2)))
+        lo01_0, lo23_0, hi01_0, hi23_0 = _vector_values(b0, R, NB)
+        lo01_1, lo23_1, hi01_1, hi23_1 = _vector_values(b1, R, NB)
+        return tl.inline_asm_elementwise(
+            _BLOCK_DOT_PTX, "=r,r,r,r,r,r,r,r,r,r,r",
+            [a0, a1, lo01_0, lo01_1, lo23_0, lo23_1, hi01_0, hi01_1, hi23_0, hi23_1],
+            dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        products = word_values(a_words, R, W) * word_values(b_words[None, :], 1, W) * (1.0 / FACTORED_UNIT)
+        return tl.sum(tl.reshape(products, (R, NB, 16)), axis=2)
+
+
+@triton.jit
+def load_words(row_base, row_ok, it, it_end, k_words, WPS: tl.constexpr):
+    """Words [R, WPS] of K step `it` of the rows at row_base; zeros outside the matrix or from step it_end on."""
+    kw = it * WPS + tl.arange(0, WPS)
+    return tl.load(row_base + kw[None, :], mask=row_ok[:, None] & (kw < tl.minimum(k_words, it_end * WPS))[None, :],
+                   other=0)
+
+
+@triton.jit
+def vector_scales(sx_row, it, sf_cols, NB: tl.constexpr, USE_ASM: tl.constexpr):
+    """The block scales [NB] (fp32) of K step `it` of one row whose scale words start at sx_row (row 0 of a tile)."""
     NW: tl.constexpr = NB // 4
     group = it * NW + tl.arange(0, NW)
     words = tl.load(sx_row + group * 128, mask=group * 4 < sf_cols, other=0)
     codes = tl.reshape((words[:, None] >> (tl.arange(0, 4) * 8)[None, :]) & 255, (NB,))
     codes = tl.where(it * NB + tl.arange(0, NB) < sf_cols, codes, 0)
-    block_scale = scale_value(codes, False)
-    if FACTORED:
-        per_byte_scale = tl.full((NB * PER,), 0.015625, tl.float32)
-    else:
-        per_byte_scale = tl.reshape(tl.broadcast_to(block_scale[:, None], (NB, PER)), (NB * PER,))
-    lo, hi = decode_pair(packed, per_byte_scale, tl.float16, USE_ASM)
-    return lo, hi, block_scale
+    return e4m3_scales(codes, USE_ASM)
+
+
+@triton.jit
+def load_vector_tile(x_row, sx_row, it, sf_cols, kb, k_ok, stride_k, NB: tl.constexpr, PER: tl.constexpr,
+                     USE_ASM: tl.constexpr):
+    """K step `it` of one packed row (row 0 of its scale tile) as 1-D fp16 values e2m1 x scale (low nibbles,
+    high nibbles)."""
+    packed = tl.load(x_row + kb * stride_k, mask=k_ok, other=0)
+    scale = tl.reshape(tl.broadcast_to(vector_scales(sx_row, it, sf_cols, NB, False)[:, None], (NB, PER)),
+                       (NB * PER,))
+    return decode_pair(packed, scale, tl.float16, USE_ASM)
 
 
 @triton.jit
@@ -224,24 +267,38 @@ def fp4_gemv_kernel(
     b_row = b_ptr + batch.to(tl.int64) * stride_bl
     sb_row = sb_ptr + batch * stride_sbl
     acc = tl.zeros((BLOCK_M,), tl.float32)
-    for it in range(it_begin, it_end):
-        kb = it * HALF + tl.arange(0, HALF)
-        k_ok = kb < half_k
-        b_lo, b_hi, b_scale = load_vector_tile(b_row, sb_row, it, sf_cols, kb, k_ok, stride_bk, NB, PER,
-                                               FACTORED, USE_ASM)
-        # Reduced in every step: a loop-carried [BLOCK_M, HALF] accumulator would take a layout of its own and
-        # cost a conversion of the whole A tile through shared memory per step.
-        if FACTORED:
-            packed = tl.load(a_base + kb[None, :] * stride_ak, mask=row_ok[:, None] & k_ok[None, :], other=0)
-            codes, _ = load_scale_codes(sa_row, row_ok, it, sf_cols, BLOCK_M, NB)
+    # Reduced in every step: a loop-carried [BLOCK_M, HALF] accumulator would take a layout of its own and cost a
+    # conversion of the whole A tile through shared memory per step.
+    if FACTORED:
+        # a_ptr, b_ptr are 32-bit words here (strides in words). Software prefetch: step it + 1's words and scale
+        # words are loaded before step it is computed, so each program keeps a load in flight while it decodes
+        # (Triton pipelines only loads that feed a dot).
+        WPS: tl.constexpr = HALF // 4
+        k_words = K // 8
+        # Scale columns from it_end on count as outside the matrix: the prefetch past the last step loads nothing.
+        sf_end = tl.minimum(sf_cols, it_end * NB)
+        a_words = load_words(a_base, row_ok, it_begin, it_end, k_words, WPS)
+        sa_words = load_scale_words(sa_row, row_ok, it_begin, sf_end, NB)
+        for it in range(it_begin, it_end):
+            a_next = load_words(a_base, row_ok, it + 1, it_end, k_words, WPS)
+            sa_next = load_scale_words(sa_row, row_ok, it + 1, sf_end, NB)
+            kw = it * WPS + tl.arange(0, WPS)
+            b_words = tl.load(b_row + kw * stride_bk, mask=kw < k_words, other=0)
+            b_scale = vector_scales(sb_row, it, sf_cols, NB, USE_ASM)
+            codes, _ = scale_codes(sa_words, row_ok, it, sf_cols, BLOCK_M, NB)
             scale = e4m3_scales(codes, USE_ASM) * (b_scale * FACTORED_UNIT)[None, :]
-            acc += tl.sum(block_dots(packed, b_lo, b_hi, BLOCK_M, NB, USE_ASM) * scale, axis=1)
-        else:
+            acc += tl.sum(block_dots(a_words, b_words, BLOCK_M, NB, USE_ASM) * scale, axis=1)
+            a_words = a_next
+            sa_words = sa_next
+    else:
+        for it in range(it_begin, it_end):
+            kb = it * HALF + tl.arange(0, HALF)
+            k_ok = kb < half_k
+            b_lo, b_hi = load_vector_tile(b_row, sb_row, it, sf_cols, kb, k_ok, stride_bk, NB, PER, USE_ASM)
             a_lo, a_hi = load_fp4_tile(a_base, row_ok, sa_row, it, sf_cols, kb, k_ok, stride_ak,
                                        BLOCK_M, NB, PER, False, tl.float16, USE_ASM)
-            b_lo = b_lo.to(tl.float32)[None, :]
-            b_hi = b_hi.to(tl.float32)[None, :]
-            acc += tl.sum(a_lo.to(tl.float32) * b_lo + a_hi.to(tl.float32) * b_hi, axis=1)
+            acc += tl.sum(a_lo.to(tl.float32) * b_lo.to(tl.float32)[None, :]
+                          + a_hi.to(tl.float32) * b_hi.to(tl.float32)[None, :], axis=1)
 
     # c as a [rows, 1] tile: store_tile's "n" is the row and its "m" the single column.
     col0 = tl.arange(0, 1)
@@ -262,12 +319,14 @@ def can_implement(data: tuple) -> str | None:
     a, b = data[0], data[1]
     if a.stride(1) != 1 or b.stride(1) != 1:
         return "needs K-major a and b (packed bytes contiguous along K)"
+    if any(t.data_ptr() % 4 or t.stride(0) % 4 or t.stride(2) % 4 for t in (a, b)):
+        return "needs a and b at 4-byte aligned addresses and strides (read as 32-bit words)"
     return None
 
 
-def choose_split_k(row_blocks: int, k_iters: int, sms: int) -> int:
-    """Fewest K splits that give PROGRAMS_PER_SM programs per multiprocessor, each with >= 2 K steps."""
-    wanted = ceil_div(sms * PROGRAMS_PER_SM, row_blocks)
+def choose_split_k(row_blocks: int, k_iters: int, programs: int) -> int:
+    """Fewest K splits that give `programs` programs, each with >= 2 K steps."""
+    wanted = ceil_div(programs, row_blocks)
     return max(1, min(wanted, SPLIT_K_MAX, k_iters // MIN_K_ITERS_PER_SPLIT))
 
 
@@ -279,7 +338,8 @@ def resolve(data: tuple, config: dict, device: torch.device) -> dict:
     if plan["split_k"] is not None:
         split = max(1, min(plan["split_k"], k_iters))
     elif device.type == "cuda":
-        split = choose_split_k(ceil_div(m, plan["block_m"]) * l, k_iters, sm_count(device))
+        programs = sm_count(device) * plan["programs_per_sm"]
+        split = choose_split_k(ceil_div(m, plan["block_m"]) * l, k_iters, programs)
     else:
         split = min(2, k_iters)   # the interpreter still covers the split-K reduction
     return {**plan, "split_k": split}
@@ -289,11 +349,19 @@ def scratch_output(data: tuple) -> tuple:
     return data[:6] + (torch.empty_like(data[6]),)
 
 
+def as_words(packed: torch.Tensor) -> torch.Tensor:
+    """Packed bytes [rows, K // 2, L] (K-major) as 32-bit words [rows, K // 8, L], without a copy (K is a multiple
+    of 16, so every row is whole words)."""
+    return packed.permute(2, 0, 1).view(torch.int32).permute(1, 2, 0)
+
+
 def launch(data: tuple, plan: dict, use_asm: bool) -> torch.Tensor:
     """Compute data's GEMV into data[6] (c) in one launch; returns c."""
     a, b, _, _, sfa_perm, sfb_perm, c = data
     m, k, l = _sizes(data)
     a_t, b_t = as_bytes(a), as_bytes(b)
+    if plan["factored"]:
+        a_t, b_t = as_words(a_t), as_words(b_t)
     sfa, sfb = scale_words(sfa_perm), scale_words(sfb_perm)
     block_m, split = plan["block_m"], plan["split_k"]
     grid_m = ceil_div(m, block_m)
