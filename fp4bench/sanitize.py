@@ -20,7 +20,9 @@ One pass per (case, tool): `compute-sanitizer --tool TOOL ... python -m fp4bench
     CPU: between the start of the process and the kernel under test no torch kernel runs on the GPU, so a
     racecheck or initcheck report can only come from what the kernel itself launches (its `prepare` and
     its call). Values are not checked here: the plain check of the same case already did that.
-  * one call of the kernel (its first: compilation and warm-up launches inside it are legal, only slow).
+  * one call of the kernel (its first: compilation and warm-up launches inside it are legal, only slow), then
+    its result copied to the host once, as a caller reads it: initcheck reports the elements of a fresh
+    (torch.empty) output the kernel never wrote.
 A finding fails the case with the first report (kind, kernel, address relative to the operand it hit when
 the worker recorded one near it); the full report is kept in a log file per case and tool. "Program hit
 <error> on CUDA API call" reports are not findings: torch and the CUDA libraries probe the API and expect
@@ -491,8 +493,13 @@ class Sanitizer:
             return record
         # A pinned lane's worker sees one GPU, index 0; an unpinned one keeps the index it was given.
         sanitized_spec = replace(spec, gpu=0) if lane is not None else spec
-        passes = [run_pass(sanitized_spec, tool, self.executable, self.log_dir / log_name(spec, tool),
-                           pin_env(lane), self.timeout_s) for tool in self.tools]
+        passes = []
+        for tool in self.tools:
+            log = self.log_dir / log_name(spec, tool)
+            try:
+                passes.append(run_pass(sanitized_spec, tool, self.executable, log, pin_env(lane), self.timeout_s))
+            except OSError as e:   # the log folder cannot be written, the sanitizer cannot be started
+                passes.append(PassResult(tool, [], str(log), 0.0, error=f"could not run: {e}"))
         self.cases += 1
         self.plain_seconds += record.seconds or 0.0
         for p in passes:
@@ -548,16 +555,20 @@ def storage_range(t) -> list[int]:
 
 
 def sanitized_call(spec, report: dict, save) -> None:
-    """Prepare the kernel on the placed input and call it once; fill `report` (ranges first, saved at once)."""
+    """Prepare the kernel on the placed input and call it once; fill `report` (ranges first, saved at once).
+
+    Runs on the spec's device: the GPU under the sanitizer; the CPU only in tests of this worker itself."""
     import torch
 
     from .arch import current_target
     from .formats import gemm_format
     from .kernels import get_kernel
+    from .pipeline import synchronize
 
     kernel = get_kernel(spec.kernel)
-    target = current_target("cuda", spec.gpu)
-    torch.cuda.set_device(target.torch_device)
+    target = current_target(spec.device, spec.gpu)
+    if target.device == "cuda":
+        torch.cuda.set_device(target.torch_device)
     problem = placed_problem(spec.shape, gemm_format(spec.format), target.torch_device)
     skip = kernel.reason_to_skip(problem, target)
     if skip:
@@ -566,16 +577,21 @@ def sanitized_call(spec, report: dict, save) -> None:
     report["ranges"] = {name: storage_range(t) for name, t in zip(OPERANDS, problem.data) if t is not None}
     save()   # before anything of the kernel runs: a report must be placeable even if the process dies
     fn = kernel.prepare(problem)
-    torch.cuda.synchronize()
+    synchronize(target)
     started = time.perf_counter()
     out = fn(problem.data)
-    torch.cuda.synchronize()
+    synchronize(target)
     report["call_s"] = round(time.perf_counter() - started, 4)
     report["called"] = True
-    if isinstance(out, torch.Tensor) and out.is_cuda and out.numel():
+    if isinstance(out, torch.Tensor) and out.numel():
         rng = storage_range(out)
         if rng[0] not in {r[0] for r in report["ranges"].values()}:
             report["ranges"][RETURNED] = rng
+        save()
+        # The result read once, as a caller would: initcheck reports the elements of a fresh (torch.empty)
+        # output the kernel left unwritten. c itself was poisoned, so reading it is always clean.
+        out.cpu()
+        synchronize(target)
 
 
 def _write_json(path: str, doc: dict) -> None:

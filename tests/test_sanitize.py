@@ -333,19 +333,37 @@ def test_placed_problem_gives_every_operand_an_allocation_of_its_exact_extent():
     assert len(storages) == 6
 
 
-def test_the_worker_reports_what_went_wrong_instead_of_crashing(tmp_path):
-    """The sanitized worker's entry point, run as the sanitizer runs it; on a machine without a GPU the kernel
-    cannot run, and the report says why."""
-    job, out = tmp_path / "job.pickle", tmp_path / "out.json"
-    spec = CaseSpec("torch-ref", "nvfp4", Shape(128, 256, 256))
+def _run_worker(tmp_path, spec, env=None):
+    """The sanitized worker's entry point, run as the sanitizer runs it (here without one)."""
     import pickle
 
+    job, out = tmp_path / "job.pickle", tmp_path / "out.json"
     job.write_bytes(pickle.dumps({"sys_path": list(sys.path), "spec": spec}))
-    env = {**os.environ, "PYTHONPATH": sanitize._package_parent(), "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "PYTHONPATH": sanitize._package_parent(), **(env or {})}
     subprocess.run([sys.executable, "-m", "fp4bench.sanitize", str(job), str(out)], env=env, check=True,
-                   timeout=120)
-    report = json.loads(out.read_text())
-    assert report["called"] is False and "CUDA" in report["error"], report
+                   timeout=300)
+    return json.loads(out.read_text())
+
+
+def test_the_worker_records_the_operands_and_calls_the_kernel_once(tmp_path):
+    spec = CaseSpec(str(PLANTED / "fresh_output.py"), "nvfp4", Shape(64, 128, 256), device="cpu")
+    report = _run_worker(tmp_path, spec)
+    assert report["called"] and report["error"] is None and report["skipped"] is None, report
+    ranges = report["ranges"]
+    assert set(ranges) == set(sanitize.OPERANDS) | {sanitize.RETURNED}
+    assert ranges["b"][1] == 128 * 128 and ranges["c"][1] == 64 * 128 * 2
+    starts = sorted(start for start, _ in ranges.values())
+    assert len(set(starts)) == len(starts)
+
+
+def test_the_worker_reports_what_went_wrong_instead_of_crashing(tmp_path):
+    spec = CaseSpec(str(PLANTED / "raises.py"), "nvfp4", Shape(64, 128, 256), device="cpu")
+    report = _run_worker(tmp_path, spec)
+    assert report["called"] is False and report["error"].startswith("ValueError: tile configuration"), report
+    assert report["ranges"], report     # saved before the kernel ran
+    if not torch.cuda.is_available():
+        report = _run_worker(tmp_path, CaseSpec("torch-ref", "nvfp4", Shape(64, 128, 256), device="cuda"))
+        assert report["called"] is False and "CUDA" in report["error"], report
 
 
 # ---------------------------------------------------------------------------------------------------------
