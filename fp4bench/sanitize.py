@@ -9,7 +9,8 @@ crashes or corrupts data in a real model, where the neighbouring memory differs.
   synccheck  invalid uses of barriers (__syncthreads in divergent code)
 
 One pass per (case, tool): `compute-sanitizer --tool TOOL ... python -m fp4bench.sanitize IN OUT` runs
-`sanitized_call` in a fresh process. Constraints that make its findings mean something:
+`sanitized_call` in a fresh process; the passes of one case run side by side (`Sanitizer.finish`, the hook the
+runner calls after each case on that case's GPU). Constraints that make its findings mean something:
   * torch's caching allocator is off (PYTORCH_NO_CUDA_MEMORY_CACHING=1), so every tensor is a cudaMalloc of
     its exact size: with the cache on, an operand sits inside a larger mapped segment and an overread of it
     is a valid access as far as the sanitizer can tell.
@@ -31,6 +32,7 @@ errors; a launch of the kernel that fails raises in the worker, which is reporte
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pickle
@@ -41,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -356,6 +359,26 @@ def sanitizer_command(sanitizer: str, tool: str, log: Path, job: Path, out: Path
     return [sanitizer, *options, sys.executable, "-m", "fp4bench.sanitize", str(job), str(out)]
 
 
+# Sanitized processes still running (passes of one case run in parallel threads): a run that ends, by
+# Ctrl-C or otherwise, ends them too; they are in sessions of their own, out of reach of the terminal's signal.
+_live: set = set()
+
+
+def _kill_group(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):   # already gone
+        pass
+
+
+def _kill_live() -> None:
+    for proc in list(_live):
+        _kill_group(proc)
+
+
+atexit.register(_kill_live)
+
+
 def _last_line(text: str) -> str:
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     return lines[-1] if lines else ""
@@ -363,6 +386,8 @@ def _last_line(text: str) -> str:
 
 def run_pass(spec, tool: str, sanitizer: str, log: Path, env: dict[str, str], timeout_s: float) -> PassResult:
     """Run one case under one tool in a fresh process; parse its log. Never raises for what the kernel does."""
+    from .isolation import describe_exit
+
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fp4bench-sanitize-") as tmp:
@@ -376,17 +401,16 @@ def run_pass(spec, tool: str, sanitizer: str, log: Path, env: dict[str, str], ti
         proc = subprocess.Popen(sanitizer_command(sanitizer, tool, log, job, out), env=child_env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", start_new_session=True)
+        _live.add(proc)
         timed_out = False
         try:
             output, _ = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_group(proc)
             output, _ = proc.communicate()
-        except BaseException:   # Ctrl-C: no sanitized process outlives the run
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
+        finally:
+            _live.discard(proc)
         worker = json.loads(out.read_text()) if out.exists() else None
     seconds = time.perf_counter() - started
     if output.strip():
@@ -409,9 +433,14 @@ def run_pass(spec, tool: str, sanitizer: str, log: Path, env: dict[str, str], ti
             error = f"skipped in the sanitized worker: {worker['skipped']}"
         elif worker.get("error"):
             error = f"under {tool} the kernel raised {worker['error']}"
-        elif (report.errors or 0) > report.api_errors or (report.errors is None and proc.returncode == FOUND_EXIT):
+        elif not worker.get("called"):
+            why = _last_line(output) or describe_exit(proc.returncode)
+            error = f"the sanitized worker died while the kernel ran: {why}"
+        elif not findings and ((report.errors or 0) > report.api_errors
+                               or (report.errors is None and proc.returncode == FOUND_EXIT)):
             # Errors counted but none of a kind this parser knows: fail with what the log says, never pass.
-            kind = report.unrecognized[0] if report.unrecognized else f"{report.errors} error(s) reported"
+            counted = f"{report.errors} error(s)" if report.errors is not None else "errors"
+            kind = report.unrecognized[0] if report.unrecognized else f"{counted} reported (see the log)"
             findings.insert(0, Finding(tool, kind))
     return PassResult(tool, findings, str(log), seconds, report.errors, proc.returncode, error,
                       (worker or {}).get("call_s"))
@@ -493,13 +522,22 @@ class Sanitizer:
             return record
         # A pinned lane's worker sees one GPU, index 0; an unpinned one keeps the index it was given.
         sanitized_spec = replace(spec, gpu=0) if lane is not None else spec
-        passes = []
-        for tool in self.tools:
+        def one(tool: str) -> PassResult:
             log = self.log_dir / log_name(spec, tool)
             try:
-                passes.append(run_pass(sanitized_spec, tool, self.executable, log, pin_env(lane), self.timeout_s))
+                return run_pass(sanitized_spec, tool, self.executable, log, pin_env(lane), self.timeout_s)
             except OSError as e:   # the log folder cannot be written, the sanitizer cannot be started
-                passes.append(PassResult(tool, [], str(log), 0.0, error=f"could not run: {e}"))
+                return PassResult(tool, [], str(log), 0.0, error=f"could not run: {e}")
+
+        # The tools' passes are independent processes: they run side by side on the case's GPU.
+        pool = ThreadPoolExecutor(max_workers=len(self.tools), thread_name_prefix="sanitize")
+        try:
+            passes = list(pool.map(one, self.tools))
+        except BaseException:   # Ctrl-C: end the passes still running instead of waiting for them
+            _kill_live()
+            raise
+        finally:
+            pool.shutdown(wait=True)
         self.cases += 1
         self.plain_seconds += record.seconds or 0.0
         for p in passes:

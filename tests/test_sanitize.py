@@ -474,6 +474,14 @@ def test_errors_of_an_unknown_kind_fail_rather_than_pass(fake_run):
     assert case["reason"].startswith("synccheck: Some future error kind in kernel k")
 
 
+def test_a_worker_that_dies_in_the_kernel_without_a_report_is_an_error(fake_run):
+    died = {**WORKER_RAN, "called": False, "call_s": None}
+    r, results, _ = fake_run({"memcheck": {"report": CLEAN, "worker": died, "exit": -11}}, "--sanitize")
+    assert r.exit_code == 1, r.output
+    (case,) = json.loads(results.read_text())["cases"]
+    assert case["status"] == "error" and "died while the kernel ran" in case["reason"], case["reason"]
+
+
 def test_a_sanitizer_that_cannot_start_the_worker_is_an_error(fake_run):
     r, results, _ = fake_run({"memcheck": {"output": "========= Error: unrecognized option '--padding'",
                                            "exit": 1}}, "--sanitize")

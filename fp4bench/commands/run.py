@@ -22,6 +22,7 @@ from ..case import CaseCounts, CaseRecord, CaseSpec, kernel_label
 from ..errors import EXIT_FAILED, EXIT_NOTHING_CHECKED, EXIT_OK, InputError
 from ..formats import GEMM_FORMATS
 from ..kernels import all_kernels
+from ..sanitize import DEFAULT_TOOL as SANITIZE_DEFAULT, TOOLS as SANITIZE_TOOLS
 from ..timing import MODE_EAGER, MODE_GRAPH, TIMERS, TimingOptions
 from .common import (check_shapes_fit, check_shapes_legal, parse_formats, parse_kernels, parse_shapes,
                      resolve_target)
@@ -103,10 +104,11 @@ class RunSettings:
                                                 "cost-balanced part of the cases; `fp4bench merge` joins the shards.")
     save_baseline: bool = _option("--save-baseline", default=False, is_flag=True,
                                   help="Also store the results as baselines/<gpu>.json (see `fp4bench compare`).")
-    sanitize: tuple = _option("--sanitize", default=(), multiple=True, is_flag=False, flag_value="memcheck",
-                              metavar="[memcheck|racecheck|initcheck|synccheck]",
-                              help="Also run each checked case under NVIDIA compute-sanitizer with this tool "
-                                   "(repeatable; memcheck when no tool is named); a finding fails the case.")
+    sanitize: tuple = _option("--sanitize", default=(), multiple=True, is_flag=False, flag_value=SANITIZE_DEFAULT,
+                              metavar=f"[{'|'.join(SANITIZE_TOOLS)}]",
+                              help=f"Also run each checked case under NVIDIA compute-sanitizer with this tool "
+                                   f"(repeatable; {SANITIZE_DEFAULT} when no tool is named); a finding fails "
+                                   f"the case.")
     check_only: bool = False   # verify: no timing (not an option; the command decides)
 
 
