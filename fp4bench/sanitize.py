@@ -294,11 +294,12 @@ def locate(address: int, ranges: dict[str, list[int]], nearest: tuple[int, int] 
         return None
     candidates = ranges.items()
     if nearest is not None:
-        owned = [(n, r) for n, r in ranges.items() if r[0] == nearest[0]]
+        base, size = nearest
+        # The operand the sanitizer's allocation is (or holds, or lies in).
+        owned = [(n, r) for n, r in ranges.items() if r[0] <= base < r[0] + r[1] or base <= r[0] < base + size]
         if owned:
             candidates = owned
         else:
-            base, size = nearest
             return f"{_relative(address, base, size)} an allocation of {size} bytes that is no operand"
     best = None
     for name, (start, size) in candidates:

@@ -458,8 +458,9 @@ def test_clean_passes_keep_the_case_passing_one_pass_per_tool(fake_run):
     tools = {t: {"report": CLEAN, "worker": WORKER_RAN} for t in ("memcheck", "racecheck")}
     r, results, calls = fake_run(tools, "--sanitize", "memcheck,racecheck")
     assert r.exit_code == 0, r.output
-    assert [c["args"][c["args"].index("--tool") + 1] for c in calls] == ["memcheck", "racecheck"]
-    assert "--padding" not in calls[1]["args"]    # memcheck's option only
+    by_tool = {c["args"][c["args"].index("--tool") + 1]: c["args"] for c in calls}   # side by side: any order
+    assert sorted(by_tool) == ["memcheck", "racecheck"] and len(calls) == 2
+    assert "--padding" not in by_tool["racecheck"]    # memcheck's option only
     (case,) = json.loads(results.read_text())["cases"]
     assert case["status"] == "pass" and [p["errors"] for p in case["sanitizer"]] == [0, 0]
     assert "sanitizer: 1 case(s), 0 with findings; memcheck" in r.output
@@ -527,8 +528,7 @@ def test_planted_kernels_pass_plain_verify(tmp_path):
 @pytest.mark.parametrize("planted, tool, kind, kernel, where, honest", [
     ("overread", "memcheck", "Invalid __global__ read of size 1 bytes", "planted_overread",
      "65536 bytes past the end of b", "correct"),
-    ("race", "racecheck", "Race reported between Write access and Read access", "planted_racy_sum", None,
-     "correct"),
+    ("race", "racecheck", "Race reported between", "planted_racy_sum", None, "correct"),
     # The honest kernel here returns a fresh torch.empty output it fully wrote: initcheck must not flag that.
     ("uninit", "initcheck", "Uninitialized __global__ memory read of size 4 bytes", "planted_uninit_read", None,
      "fresh_output"),
@@ -544,6 +544,8 @@ def test_the_matching_tool_flags_each_planted_kernel_and_passes_an_honest_one(tm
     findings = [f for p in case["sanitizer"] for f in p["findings"] if f["kernel"] == kernel]
     assert findings, case["sanitizer"]
     assert findings[0]["kind"].startswith(kind) and findings[0]["fatal"], findings[0]
+    if tool == "racecheck":   # a store of one thread and a load of another, in whichever order it saw them
+        assert "Write access" in findings[0]["kind"] and "Read access" in findings[0]["kind"], findings[0]
     if where:
         assert findings[0]["where"] == where, findings[0]
     assert Path(case["sanitizer"][0]["log"]).is_file()
