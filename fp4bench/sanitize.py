@@ -63,8 +63,10 @@ KEPT_FINDINGS = 20
 # Operand names in the order of the competition's input tuple, then the output.
 OPERANDS = ("a", "b", "sfa", "sfb", "sfa_permuted", "sfb_permuted", "c")
 RETURNED = "the returned tensor"
-# The environment that disables torch's caching allocator in the sanitized process.
+# The environment that disables torch's caching allocator in the sanitized process; an allocator configuration
+# of the user's (cudaMallocAsync pools, expandable segments) would bring suballocations back, so it is dropped.
 NO_CACHING = {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}
+ALLOCATOR_CONFIG_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 
 
 class SanitizerMissing(RuntimeError):
@@ -353,6 +355,8 @@ def _package_parent() -> str:
 
 def sanitizer_command(sanitizer: str, tool: str, log: Path, job: Path, out: Path) -> list[str]:
     """The command line of one pass: the sanitizer, its options, and this module's worker entry point."""
+    # application-only: the worker is the program to check; what it starts (ptxas for Triton, nvcc for a
+    # CUTLASS build) runs no kernels.
     options = ["--tool", tool, "--print-limit", str(PRINT_LIMIT), "--error-exitcode", str(FOUND_EXIT),
                "--target-processes", "application-only", "--log-file", str(log)]
     if tool == "memcheck":
@@ -395,7 +399,8 @@ def run_pass(spec, tool: str, sanitizer: str, log: Path, env: dict[str, str], ti
         job, out = Path(tmp) / "job.pickle", Path(tmp) / "worker.json"
         job.write_bytes(pickle.dumps({"sys_path": list(sys.path), "spec": spec}))
         python_path = os.pathsep.join(filter(None, [_package_parent(), os.environ.get("PYTHONPATH")]))
-        child_env = {**os.environ, **env, **NO_CACHING, "PYTHONPATH": python_path}
+        child_env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_CONFIG_VARS}
+        child_env.update(env, **NO_CACHING, PYTHONPATH=python_path)
         if log.exists():
             log.unlink()
         # A session of its own: on a timeout the sanitizer and the worker under it are killed together.

@@ -378,7 +378,8 @@ args = sys.argv[1:]
 config = json.load(open(os.environ["FAKE_SANITIZER_CONFIG"]))
 tool = args[args.index("--tool") + 1]
 with open(os.environ["FAKE_SANITIZER_CONFIG"] + ".calls", "a") as f:
-    f.write(json.dumps({{"args": args, "no_caching": os.environ.get("PYTORCH_NO_CUDA_MEMORY_CACHING")}}) + "\\n")
+    f.write(json.dumps({{"args": args, "no_caching": os.environ.get("PYTORCH_NO_CUDA_MEMORY_CACHING"),
+                        "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")}}) + "\\n")
 this = config.get(tool, {{}})
 open(args[args.index("--log-file") + 1], "w").write(this.get("report", ""))
 if this.get("worker") is not None:
@@ -429,7 +430,8 @@ def fake_run(monkeypatch, tmp_path):
     return invoke
 
 
-def test_a_finding_fails_the_run_with_the_report_in_table_json_and_log(fake_run):
+def test_a_finding_fails_the_run_with_the_report_in_table_json_and_log(fake_run, monkeypatch):
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "backend:cudaMallocAsync")   # pools would hide an overread
     r, results, calls = fake_run({"memcheck": {"report": MEMCHECK_OVERREAD, "exit": 86, "worker": WORKER_RAN}},
                                  "--sanitize")
     assert r.exit_code == 1, r.output
@@ -448,7 +450,7 @@ def test_a_finding_fails_the_run_with_the_report_in_table_json_and_log(fake_run)
     assert log.parent == results.parent / "results-sanitizer" and log.read_text() == MEMCHECK_OVERREAD
     (call,) = calls
     args = call["args"]
-    assert call["no_caching"] == "1"
+    assert call["no_caching"] == "1" and call["alloc_conf"] is None
     assert args[args.index("--tool") + 1] == "memcheck" and args[args.index("--padding") + 1] == str(1 << 20)
     assert args[args.index("--error-exitcode") + 1] == "86" and "--print-limit" in args
     assert args[-5:-2] == [sys.executable, "-m", "fp4bench.sanitize"]
