@@ -513,8 +513,8 @@ def _verify(tmp_path, name, *args):
     results = tmp_path / f"{name}.json"
     r = CliRunner().invoke(main, ["verify", "--shapes", str(shapes), "--device", "cuda", "--seeds", "1", "-q",
                                   "--json", str(results), *args])
-    cases = {c["kernel"]: c for c in json.loads(results.read_text())["cases"]} if results.exists() else {}
-    return r, cases
+    cases = json.loads(results.read_text())["cases"] if results.exists() else []
+    return r, {f"{c['kernel']}" + ("" if c["format"] == "nvfp4" else f" {c['format']}"): c for c in cases}
 
 
 @pytest.mark.gpu
@@ -552,3 +552,17 @@ def test_the_matching_tool_flags_each_planted_kernel_and_passes_an_honest_one(tm
         assert findings[0]["where"] == where, findings[0]
     assert Path(case["sanitizer"][0]["log"]).is_file()
     assert cases[honest]["status"] == "pass", cases[honest]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_shipped_kernels_pass_memcheck_and_racecheck(tmp_path):
+    """The Hopper and portable Triton kernels on one small shape; the full sweep (shapes verify and task) is
+    `fp4bench verify --shapes verify --kernel 'sm90-*,triton-fp4' --format all --sanitize memcheck,racecheck`."""
+    _need_sanitizer()
+    r, cases = _verify(tmp_path, "shipped", "--kernel", "sm90-*,triton-fp4", "--format", "nvfp4,mxfp4,w4a16-nvfp4",
+                       "--sanitize", "memcheck,racecheck")
+    if r.exit_code == 3:
+        pytest.skip("no shipped kernel runs on this GPU")
+    failing = {k: c["reason"] for k, c in cases.items() if c["status"] in ("fail", "error")}
+    assert r.exit_code == 0 and not failing, (failing, r.output)
