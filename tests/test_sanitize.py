@@ -517,41 +517,42 @@ def _verify(tmp_path, name, *args):
     return r, {f"{c['kernel']}" + ("" if c["format"] == "nvfp4" else f" {c['format']}"): c for c in cases}
 
 
-@pytest.mark.gpu
-def test_planted_kernels_pass_plain_verify(tmp_path):
-    pytest.importorskip("cuda.bindings")
-    kernels = [str(PLANTED / f"sanitize_{n}.py") for n in ("overread", "race", "uninit")]
-    r, cases = _verify(tmp_path, "plain", *[a for k in kernels for a in ("--kernel", k)])
-    assert r.exit_code == 0, r.output
-    assert {c["status"] for c in cases.values()} == {"pass"} and len(cases) == 3
+# planted submission -> (the tool that must flag it, the report's kind, the kernel it names, where it hit)
+PLANTED_BUGS = {
+    "sanitize_overread": ("memcheck", "Invalid __global__ read of size 1 bytes", "planted_overread",
+                          "65536 bytes past the end of b"),
+    "sanitize_race": ("racecheck", "Race reported between", "planted_racy_sum", None),
+    "sanitize_uninit": ("initcheck", "Uninitialized __global__ memory read of size 4 bytes", "planted_uninit_read",
+                        None),
+}
+# Honest submissions: the exact product written into c, and a fresh torch.empty output fully written (what
+# initcheck must not flag).
+HONEST = ("correct", "fresh_output")
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("planted, tool, kind, kernel, where, honest", [
-    ("overread", "memcheck", "Invalid __global__ read of size 1 bytes", "planted_overread",
-     "65536 bytes past the end of b", "correct"),
-    ("race", "racecheck", "Race reported between", "planted_racy_sum", None, "correct"),
-    # The honest kernel here returns a fresh torch.empty output it fully wrote: initcheck must not flag that.
-    ("uninit", "initcheck", "Uninitialized __global__ memory read of size 4 bytes", "planted_uninit_read", None,
-     "fresh_output"),
-])
-def test_the_matching_tool_flags_each_planted_kernel_and_passes_an_honest_one(tmp_path, planted, tool, kind,
-                                                                              kernel, where, honest):
+def test_planted_kernels_pass_plain_checks_and_the_matching_tool_flags_each(tmp_path):
+    """One verify of the planted and the honest submissions under memcheck, racecheck and initcheck."""
     _need_sanitizer()
-    r, cases = _verify(tmp_path, planted, "--kernel", str(PLANTED / f"sanitize_{planted}.py"),
-                       "--kernel", str(PLANTED / f"{honest}.py"), "--sanitize", tool)
+    kernels = [*PLANTED_BUGS, *HONEST]
+    r, cases = _verify(tmp_path, "planted", *[a for k in kernels for a in ("--kernel", str(PLANTED / f"{k}.py"))],
+                       "--sanitize", "memcheck,racecheck,initcheck")
     assert r.exit_code == 1, r.output
-    case = cases[f"sanitize_{planted}"]
-    assert case["status"] == "fail", case
-    findings = [f for p in case["sanitizer"] for f in p["findings"] if f["kernel"] == kernel]
-    assert findings, case["sanitizer"]
-    assert findings[0]["kind"].startswith(kind) and findings[0]["fatal"], findings[0]
-    if tool == "racecheck":   # a store of one thread and a load of another, in whichever order it saw them
-        assert "Write access" in findings[0]["kind"] and "Read access" in findings[0]["kind"], findings[0]
-    if where:
-        assert findings[0]["where"] == where, findings[0]
-    assert Path(case["sanitizer"][0]["log"]).is_file()
-    assert cases[honest]["status"] == "pass", cases[honest]
+    for name, (tool, kind, kernel, where) in PLANTED_BUGS.items():
+        case = cases[name]
+        # The values passed the plain check (that is the point); the sanitizer alone fails the case.
+        assert case["check"]["passed"] and case["status"] == "fail", case
+        findings = [f for p in case["sanitizer"] if p["tool"] == tool for f in p["findings"] if f["kernel"] == kernel]
+        assert findings, case["sanitizer"]
+        assert findings[0]["kind"].startswith(kind) and findings[0]["fatal"], findings[0]
+        if where:
+            assert findings[0]["where"] == where, findings[0]
+        if tool == "racecheck":   # a store of one thread and a load of another, in whichever order it saw them
+            assert "Write access" in findings[0]["kind"] and "Read access" in findings[0]["kind"], findings[0]
+        assert all(Path(p["log"]).is_file() for p in case["sanitizer"])
+    for name in HONEST:
+        assert cases[name]["status"] == "pass", cases[name]
+        assert sorted(p["tool"] for p in cases[name]["sanitizer"]) == ["initcheck", "memcheck", "racecheck"]
 
 
 @pytest.mark.gpu
