@@ -124,7 +124,10 @@ class CaseRecord:
         d["findings"] = list(self.findings)
         d["notes"] = list(self.notes)
         d["tuning"] = None if self.tuning is None else [dict(t) for t in self.tuning]
-        d["sanitizer"] = None if self.sanitizer is None else [dict(p) for p in self.sanitizer]
+        if self.sanitizer is None:
+            del d["sanitizer"]   # only verify --sanitize writes it: other documents stay as they were
+        else:
+            d["sanitizer"] = [dict(p) for p in self.sanitizer]
         return d
 
     @classmethod
