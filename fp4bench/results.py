@@ -17,7 +17,7 @@ A case is `fp4bench.case.CaseRecord.to_dict()`:
     timing (Measurement.to_dict: stats in seconds, mode, clock, timer, stop_reason, converged, ...; only for
     passed, timed cases), sol (SolEstimate.to_dict), metrics {tflops, gbps, pct_sol}, notes [str], seconds,
     sanitizer (verify --sanitize: per tool {tool, errors, findings [{tool, kind, kernel, address, where, fatal,
-    nearest}], log, seconds, call_seconds, exit_code, error}; absent otherwise).
+    nearest, out_of_bounds}], log, seconds, call_seconds, exit_code, error}; absent otherwise).
 Version 1 (before problem kinds and recorded configurations) is read too: its cases gain problem "gemm" and
 no config (`upgrade_v1`). Documents are always written as the current version.
 

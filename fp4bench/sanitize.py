@@ -357,8 +357,9 @@ def sanitizer_command(sanitizer: str, tool: str, log: Path, job: Path, out: Path
     """The command line of one pass: the sanitizer, its options, and this module's worker entry point."""
     # application-only: the worker is the program to check; what it starts (ptxas for Triton, nvcc for a
     # CUTLASS build) runs no kernels.
+    # --log-file expands %p, %q{VAR} and %%: a literal % of the path is written as %%.
     options = ["--tool", tool, "--print-limit", str(PRINT_LIMIT), "--error-exitcode", str(FOUND_EXIT),
-               "--target-processes", "application-only", "--log-file", str(log)]
+               "--target-processes", "application-only", "--log-file", str(log).replace("%", "%%")]
     if tool == "memcheck":
         options += ["--padding", str(PADDING_BYTES)]
     return [sanitizer, *options, sys.executable, "-m", "fp4bench.sanitize", str(job), str(out)]
