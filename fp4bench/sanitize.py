@@ -529,6 +529,7 @@ class Sanitizer:
             return record
         # A pinned lane's worker sees one GPU, index 0; an unpinned one keeps the index it was given.
         sanitized_spec = replace(spec, gpu=0) if lane is not None else spec
+
         def one(tool: str) -> PassResult:
             log = self.log_dir / log_name(spec, tool)
             try:
@@ -639,16 +640,11 @@ def sanitized_call(spec, report: dict, save) -> None:
         synchronize(target)
 
 
-def _write_json(path: str, doc: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
-
-
 def worker_main(job_path: str, out_path: str) -> int:
+    """The sanitized process: run the pickled job's case (`sanitized_call`), its report as JSON in `out_path`."""
     from .case import one_line
     from .isolation import _die_with_parent
+    from .results import atomic_write_text
 
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -658,10 +654,10 @@ def worker_main(job_path: str, out_path: str) -> int:
     sys.path[:] = job["sys_path"]
     report = {"ranges": {}, "called": False, "error": None, "call_s": None, "skipped": None}
     try:
-        sanitized_call(job["spec"], report, lambda: _write_json(out_path, report))
+        sanitized_call(job["spec"], report, lambda: atomic_write_text(out_path, json.dumps(report)))
     except Exception as e:   # whatever the kernel raises is the pass's result, not a crash of the worker
         report["error"] = one_line(e)
-    _write_json(out_path, report)
+    atomic_write_text(out_path, json.dumps(report))
     return 0
 
 
