@@ -3,11 +3,16 @@
 Hopper has no FP4 tensor cores. Every dequantized operand value is exact in the dtype it is multiplied in
 (NVFP4: e2m1 x e4m3 in fp16; MXFP4: e2m1 x 2^k in bf16), so the only rounding is the fp32 accumulation, as
 in the reference. Constraints: K a multiple of the format's block size; any M, N and L >= 1.
+MXFP8 (sm90-mxfp8) needs no decoding: e4m3 goes to fp8 wgmma as it is, and each 32-deep block's partial
+product is scaled into the fp32 accumulator (fp4_triton/mxfp8.py, which states what fp8 MMA may round);
+sm90-mxfp8-bf16 runs the same algorithm on bf16 wgmma, exactly.
 """
 
 from __future__ import annotations
 
-from .fp4_triton.kernel import TritonFp4Kernel, W4a16Kernel
+import triton.language as tl
+
+from .fp4_triton.kernel import Mxfp8Kernel, TritonFp4Kernel, W4a16Kernel
 
 
 class HopperKernel(TritonFp4Kernel):
@@ -50,4 +55,24 @@ class Sm90W4a16(W4a16Kernel):
                    "wgmma's A operand, split-K (Triton)")
 
 
-KERNELS = (Sm90Nvfp4(), Sm90Mxfp4(), Sm90Mxfp4Fp8(), Sm90W4a16())
+class Sm90Mxfp8(Mxfp8Kernel):
+    name = "sm90-mxfp8"
+    archs = ("sm_90a",)
+    devices = ("cuda",)
+    math_path = "fp8"
+    mma_dtype = tl.float8e4nv
+    description = ("MXFP8 x MXFP8 -> bf16: e4m3 on fp8 wgmma, each 32-deep block's e8m0 scales applied in the "
+                   "fp32 accumulator, split-K (Triton)")
+
+
+class Sm90Mxfp8Bf16(Mxfp8Kernel):
+    name = "sm90-mxfp8-bf16"
+    archs = ("sm_90a",)
+    devices = ("cuda",)
+    math_path = "bf16"
+    mma_dtype = tl.bfloat16
+    description = ("MXFP8 x MXFP8 -> bf16 as sm90-mxfp8 on bf16 wgmma (e4m3 is exact in bf16): the exact "
+                   "fp32 sums that sm90-mxfp8's fp8 MMA may round (Triton)")
+
+
+KERNELS = (Sm90Nvfp4(), Sm90Mxfp4(), Sm90Mxfp4Fp8(), Sm90W4a16(), Sm90Mxfp8(), Sm90Mxfp8Bf16())
