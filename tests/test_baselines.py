@@ -24,12 +24,12 @@ HOPPER = Target("cuda", 0, (9, 0), "H100")
 
 def test_baselines_are_registered_as_baselines():
     kernels = all_kernels()
-    for name in ("torch-scaled-mm", "torch-dequant-mm", "cublas-dense", "triton-dot-scaled"):
+    for name in ("torch-scaled-mm", "torch-scaled-fp8", "torch-dequant-mm", "cublas-dense", "triton-dot-scaled"):
         assert kernels[name].role == "baseline", name
 
 
 @pytest.mark.parametrize("name", ["torch-dequant-mm", "cublas-dense"])
-@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "w4a8", "w4a16-nvfp4", "w4a16-mxfp4"])
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "w4a8", "mxfp8", "w4a16-nvfp4", "w4a16-mxfp4"])
 def test_dense_baselines_pass_on_cpu(name, fmt):
     outcome = check_case(get_kernel(name), SHAPE, gemm_format(fmt), CPU, [7, 49])
     assert outcome.status == "pass", outcome.reason
@@ -83,7 +83,7 @@ def test_triton_dot_scaled_in_the_interpreter():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name, fmt", [("cublas-dense", "nvfp4"), ("torch-dequant-mm", "mxfp4"),
+@pytest.mark.parametrize("name, fmt", [("cublas-dense", "nvfp4"), ("torch-scaled-fp8", "mxfp8"), ("torch-dequant-mm", "mxfp4"),
                                        ("triton-dot-scaled", "mxfp4"), ("triton-dot-scaled", "w4a8")])
 def test_baselines_pass_on_the_gpu(name, fmt):
     from fp4bench.arch import current_target

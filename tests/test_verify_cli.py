@@ -59,7 +59,7 @@ def invoke(*args):
     return CliRunner().invoke(main, ["verify", *args])
 
 
-@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "w4a8"])
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "w4a8", "mxfp8"])
 def test_torch_kernel_passes(shapes_file, fmt):
     r = invoke("--shapes", shapes_file, "--kernel", "torch-ref", "--format", fmt, "--device", "cpu")
     assert r.exit_code == 0, r.output

@@ -7,7 +7,7 @@
   dtype, then one matmul per batch; dequantization and matmul are timed together.
 - `cublas-dense`: the same matmul with the operands dequantized outside the timed region (at the first
   call on an input, which warm-up absorbs): the dense-GEMM speed a user compares against.
-- `torch-scaled-mm-fp8`: MXFP8 only, the vendor's nearest fp8 path on GPUs without block-scaled MMA:
+- `torch-scaled-fp8`: MXFP8 only, the vendor's nearest fp8 path on GPUs without block-scaled MMA:
   `torch._scaled_mm` on e4m3 operands with one scale per tensor (cuBLAS fp8 GEMM, fp32 accumulation with
   the default periodic promotion). The operands are dequantized and requantized outside the timed region, with
   a power-of-two tensor scale 2^ceil(log2(amax / 448)): elements that stay in e4m3's normal range are exact,
@@ -129,7 +129,7 @@ def _tensorwise_operands(data: tuple, fmt: GemmFormat, batch: int) -> tuple:
 
 
 class TorchScaledMMFp8(Kernel):
-    name = "torch-scaled-mm-fp8"
+    name = "torch-scaled-fp8"
     formats = ("mxfp8",)
     archs = tuple(sorted(FP8_TENSOR_CORE_ARCHS))
     devices = ("cuda",)

@@ -65,14 +65,15 @@ def mxfp8_kernel(
         for j in tl.static_range(NB):
             kk = (it * NB + j) * SUB + tl.arange(0, SUB)
             k_ok = kk < K
-            b_blk = tl.load(b_base + kk[None, :] * stride_bk, mask=n_ok[:, None] & k_ok[None, :], other=0)
-            a_blk = tl.load(a_base + kk[None, :] * stride_ak, mask=m_ok[:, None] & k_ok[None, :], other=0)
-            b_val = b_blk.to(tl.float8e4nv, bitcast=True).to(MMA_DTYPE)
-            a_val = a_blk.to(tl.float8e4nv, bitcast=True).to(MMA_DTYPE)
-            if MMA_DTYPE == tl.float32:
-                part = tl.dot(b_val, tl.trans(a_val), input_precision="ieee")
+            b_blk = tl.load(b_base + kk[None, :] * stride_bk, mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+            a_blk = tl.load(a_base + kk[None, :] * stride_ak, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            if MMA_DTYPE == tl.float8e4nv:
+                # Both tiles straight from their cp.async buffers to wgmma (shared-memory descriptors).
+                part = tl.dot(b_blk, tl.trans(a_blk))
+            elif MMA_DTYPE == tl.float32:
+                part = tl.dot(b_blk.to(tl.float32), tl.trans(a_blk.to(tl.float32)), input_precision="ieee")
             else:
-                part = tl.dot(b_val, tl.trans(a_val))
+                part = tl.dot(b_blk.to(MMA_DTYPE), tl.trans(a_blk.to(MMA_DTYPE)))
             sb = _block_scales(sb_row, n_ok, it * NB + j, sf_cols)
             sa = _block_scales(sa_row, m_ok, it * NB + j, sf_cols)
             # Two exact power-of-two multiplies and one fp32 rounding, as the reference's accumulation.
