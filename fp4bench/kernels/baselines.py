@@ -131,7 +131,7 @@ def _tensorwise_operands(data: tuple, fmt: GemmFormat, batch: int) -> tuple:
 class TorchScaledMMFp8(Kernel):
     name = "torch-scaled-fp8"
     formats = ("mxfp8",)
-    archs = tuple(sorted(FP8_TENSOR_CORE_ARCHS))
+    archs = tuple(sorted(FP8_TENSOR_CORE_ARCHS, key=lambda arch: int(arch[3:].rstrip("a"))))
     devices = ("cuda",)
     role = "baseline"
     math_path = "fp8"
