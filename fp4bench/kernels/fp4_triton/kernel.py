@@ -103,6 +103,7 @@ class W4a16Kernel(TritonKernel):
     """bf16 activations x FP4 weights on the swapped, register-decoding kernel of w4a16.py."""
 
     formats = ("w4a16-nvfp4", "w4a16-mxfp4")
+    tiles = w4a16.HOPPER_TILES   # the tile classes of the heuristic and of tuning
 
     def can_implement(self, problem: Problem) -> str | None:
         if problem.a.stride(1) != 1:
@@ -110,7 +111,7 @@ class W4a16Kernel(TritonKernel):
         return None
 
     def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
-        return w4a16.candidates(problem.shape, problem.device)
+        return w4a16.candidates(problem.shape, problem.device, self.tiles)
 
     def prepare(self, problem: Problem) -> RunFn:
         return self.prepare_config(problem, self.chosen_config(problem)[0])
