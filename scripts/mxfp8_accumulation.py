@@ -8,7 +8,9 @@ output (no bf16 rounding to hide the difference) and compares each with the floa
                sum is exactly the mid-sized terms, which a narrow MMA window truncates.
 Per case: the tool's check of the bf16-rounded output (mismatches), the largest error relative to
 sum|a b| (in powers of two: -24 is fp32's own rounding) and relative to |C| where |C| >= 2^-10 sum|a b|.
-Usage: python scripts/mxfp8_accumulation.py [--shapes M,N,K ...]   (needs an sm_90 GPU; ~10 s)
+Then what exactness costs, whatever the checks said: the benchmark shapes timed with triton.testing.do_bench
+(L2 flushed between calls; the heuristic launch) on fp8 and on bf16 MMA, and cuBLAS bf16 on dense operands.
+Usage: python scripts/mxfp8_accumulation.py [--shapes M,N,K ...]   (needs an sm_90 GPU; ~15 s)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fp4bench.reference import expected_output, reference_gemm
 
 FMT = gemm_format("mxfp8")
 DEFAULT_SHAPES = ("128,256,256", "256,384,512", "128,512,2048", "128,7168,2048", "128,4096,7168")
+BENCHMARK_SHAPES = (Shape(128, 7168, 16384), Shape(128, 4096, 7168), Shape(128, 7168, 2048))
 
 
 def _from_values(shape: Shape, a_vals: torch.Tensor, b_vals: torch.Tensor, device) -> object:
@@ -79,6 +82,23 @@ def measure(problem, mma) -> dict:
             "log2_err_over_c": math.log2(rel_c) if rel_c > 0 else float("-inf")}
 
 
+def timings(shape: Shape, device) -> dict:
+    """Median microseconds of the kernel on fp8 and on bf16 MMA and of a bf16 cuBLAS matmul on dense operands."""
+    from triton.testing import do_bench
+
+    from fp4bench.reference import dequantize_operands
+
+    problem = generate(shape, FMT, device)
+    plan = resolve(MXFP8_GPU_CANDIDATES[0], shape, device)
+    out = {}
+    for name, mma in (("fp8", tl.float8e4nv), ("bf16", tl.bfloat16)):
+        out[name] = 1e3 * do_bench(lambda: launch_mxfp8(problem.data, shape, plan, mma), return_mode="median")
+    da, db = (x.to(torch.bfloat16) for x in dequantize_operands(problem.data, FMT, 0))
+    c = problem.c[:, :, 0]
+    out["cublas"] = 1e3 * do_bench(lambda: torch.matmul(da, db.T, out=c), return_mode="median")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="*", default=list(DEFAULT_SHAPES), help="M,N,K triples")
@@ -96,6 +116,11 @@ def main() -> None:
                 check = "pass" if r["mismatches"] == 0 else f"{r['mismatches']} of {r['total']}"
                 print(f"{kind:<12} {str(shape):<16} {name:<5} {check:>16} {r['log2_err_over_sum_abs']:>17.1f} "
                       f"{r['log2_err_over_c']:>13.1f}")
+    print(f"\n{'shape':<16} {'fp8 MMA us':>11} {'bf16 MMA us':>12} {'cuBLAS bf16 us':>15} {'fp8 speedup':>12}")
+    for shape in BENCHMARK_SHAPES:
+        t = timings(shape, device)
+        print(f"{str(shape):<16} {t['fp8']:>11.2f} {t['bf16']:>12.2f} {t['cublas']:>15.2f} "
+              f"{t['cublas'] / t['fp8']:>11.2f}x")
 
 
 if __name__ == "__main__":
