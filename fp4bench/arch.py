@@ -25,6 +25,7 @@ ARCH_BY_CAPABILITY = MappingProxyType({
     (12, 1): "sm_121a",
 })
 FP4_TENSOR_CORE_ARCHS = frozenset({"sm_100a", "sm_103a", "sm_120a", "sm_121a"})
+FP8_TENSOR_CORE_ARCHS = frozenset({"sm_89", "sm_90a"}) | FP4_TENSOR_CORE_ARCHS
 
 
 @dataclass(frozen=True)

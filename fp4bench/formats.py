@@ -7,7 +7,7 @@ re-derives a block size, a bias or a dtype on its own.
 Operand formats:
   NVFP4  e2m1 values, e4m3 scale, 16 values per scale; exact in fp16.
   MXFP4  e2m1 values, e8m0 scale (2^(e-127), 0xFF = NaN), 32 values per scale (OCP MX v1.0); exact in bf16.
-  MXFP8  e4m3 values, e8m0 scale, 32 values per scale; the activations of W4A8.
+  MXFP8  e4m3 values, e8m0 scale, 32 values per scale; the activations of W4A8, both operands of mxfp8.
   BF16   a dense (unscaled) operand; the activations of W4A16.
 
 GEMM formats pair an A format with a B format and fix the output dtype.
@@ -139,6 +139,7 @@ GEMM_FORMATS = MappingProxyType({
         # MX scales span 2^-127..2^127: bf16 output keeps the range.
         GemmFormat("mxfp4", MXFP4, MXFP4, torch.bfloat16, "MXFP4 x MXFP4 -> bf16"),
         GemmFormat("w4a8", MXFP8, MXFP4, torch.bfloat16, "MXFP8 activations x MXFP4 weights -> bf16"),
+        GemmFormat("mxfp8", MXFP8, MXFP8, torch.bfloat16, "MXFP8 x MXFP8 -> bf16"),
         GemmFormat("w4a16-nvfp4", BF16, NVFP4, torch.bfloat16, "bf16 activations x NVFP4 weights -> bf16"),
         GemmFormat("w4a16-mxfp4", BF16, MXFP4, torch.bfloat16, "bf16 activations x MXFP4 weights -> bf16"),
     )

@@ -96,6 +96,15 @@ class CheckOutcome:
     problem: Problem | None = None   # the first checked input (prepare saw it)
 
 
+def expected_for(kernel: Kernel | None, problem: Problem) -> Expected:
+    """The reference of `problem`, its allowance widened by the kernel's declared approximation (if any)."""
+    expected = expected_output(problem)
+    extra = kernel.approximation_allowance(problem) if kernel is not None else None
+    if extra is None:
+        return expected
+    return Expected(expected.values, expected.allowance + extra.to(expected.allowance.device, torch.float32))
+
+
 def checked_call(fn, problem: Problem, target: Target, expected: Expected | None = None) -> integrity.CheckedRun:
     """One guarded call of `fn` (see fp4bench.integrity); the reference is computed when not given."""
     if expected is None:
@@ -103,9 +112,9 @@ def checked_call(fn, problem: Problem, target: Target, expected: Expected | None
     return integrity.checked_run(fn, problem, expected, lambda: synchronize(target))
 
 
-def check_once(fn, problem: Problem, target: Target) -> CheckResult:
-    """One guarded call on `problem`, checked; integrity findings fail the check."""
-    return checked_call(fn, problem, target).to_check_result()
+def check_once(fn, problem: Problem, target: Target, kernel: Kernel | None = None) -> CheckResult:
+    """One guarded call on `problem`, checked (with `kernel`'s declared approximation); integrity findings fail it."""
+    return checked_call(fn, problem, target, expected_for(kernel, problem)).to_check_result()
 
 
 def check_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, seeds: list[int]) -> CheckOutcome:
@@ -133,7 +142,7 @@ def check_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, se
     previous: tuple[integrity.CheckedRun, torch.Tensor] | None = None
     for seed in probe_seeds:
         problem = first if seed == probe_seeds[0] else generate(shape.with_seed(seed), fmt, target.torch_device)
-        expected = expected_output(problem)
+        expected = expected_for(kernel, problem)
         try:
             run = checked_call(fn, problem, target, expected)
         except Exception as e:
@@ -332,7 +341,7 @@ def _time(case: _Case, checked: CheckOutcome) -> None:
     del problems
     try:
         recheck = check_once(fn, generate(case.spec.shape.with_seed(fresh_seed), case.fmt,
-                                          case.target.torch_device), case.target)
+                                          case.target.torch_device), case.target, case.kernel)
     except Exception as e:
         raise CaseEnded(CaseStatus.ERROR, f"re-check after timing: {one_line(e)}") from None
     if not recheck.passed:

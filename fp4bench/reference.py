@@ -9,7 +9,10 @@ Two correct fp32 GEMMs that add the same exact products in different orders (spl
 by rounding that grows with sum_k |a_k b_k|, not with |c|: where large products cancel, that difference can
 exceed any tolerance relative to |c|. `expected_output` therefore also returns a per-element allowance of
 ACCUMULATION_SLACK * sqrt(K) * 2^-24 * sum_k |a_k b_k| (the random-walk size of fp32 rounding, with a
-safety factor); on the competition's data it is far below the error of a single misplaced block.
+safety factor); on the competition's data it is far below the error of a single misplaced block. It applies
+to every format alike: an MXFP8 product (e4m3 x e4m3 x two powers of two, 8 significant bits) is as exact in
+fp32 as an FP4 one, so mxfp8 needs no allowance of its own. A kernel that approximates by design adds its own
+declared bound (`Kernel.approximation_allowance`, fp4bench.pipeline.expected_for), never this one.
 """
 
 from __future__ import annotations

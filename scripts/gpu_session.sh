@@ -14,6 +14,10 @@
 #   twice     the baseline run and a repeat in a fresh process, compared
 #   mainjob   tuning of triton-dot-scaled's W4A16 benchmark cases, the baseline run and its repeat, and the
 #             README's main job timed with warm caches
+#   mxfp8     (~40 s) the mxfp8 format: verify of every mxfp8 kernel on the verify shapes and of sm90-mxfp8,
+#             sm90-mxfp8-bf16 and torch-scaled-fp8 on the task shapes, the fp8 accumulation measurement
+#             (scripts/mxfp8_accumulation.py), the three M = 128 benchmark shapes timed (mxfp8.json: the
+#             file to store in baselines/); its GPU tests: pytest -m gpu tests/test_sm90_kernels.py -k mxfp8
 # Optional wheels (cuda-bench for --timer nvbench) are installed from .whl/ when present.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -87,6 +91,20 @@ mainjob)
     python3 -m fp4bench run --shapes shapes/task.yml > "$OUT/mainjob.txt" 2>&1; rc=$?
     echo "main job rc=$rc wall $(python3 -c "print(round($(date +%s.%N) - $began, 1))") s"
     tail -1 "$OUT/mainjob.txt"; tail -1 "$OUT/compare.md"
+    ;;
+mxfp8)
+    fp4 verify --device cuda --shapes shapes/verify.yml --format mxfp8 --seeds 1 --kernel 'sm90-mxfp8*' \
+        --kernel 'torch-*' --kernel cublas-dense --kernel triton-dot-scaled > "$OUT/verify_mxfp8.txt" 2>&1
+    echo "verify mxfp8, every kernel and baseline (verify.yml) rc=$?"
+    fp4 verify --device cuda --shapes shapes/task.yml --format mxfp8 --kernel 'sm90-mxfp8*' \
+        --kernel torch-scaled-fp8 --seeds 1 > "$OUT/verify_mxfp8_task.txt" 2>&1
+    echo "verify mxfp8 (task.yml) rc=$?"
+    python3 scripts/mxfp8_accumulation.py > "$OUT/accumulation.txt" 2>&1; echo "accumulation rc=$?"
+    fp4 run --shapes shapes/task.yml --group benchmarks --format mxfp8 --budget 0.5 -q \
+        --kernels 'sm90-mxfp8*,torch-scaled-fp8,triton-dot-scaled,cublas-dense' --json "$OUT/mxfp8.json" \
+        > "$OUT/bench_mxfp8.txt" 2>&1; echo "bench mxfp8 rc=$?"
+    grep -E "FAIL|passed" "$OUT/verify_mxfp8.txt" "$OUT/verify_mxfp8_task.txt"
+    cat "$OUT/accumulation.txt"; cat "$OUT/bench_mxfp8.txt"
     ;;
 *)
     echo "unknown stage $1" >&2; exit 2 ;;

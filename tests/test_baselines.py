@@ -24,12 +24,12 @@ HOPPER = Target("cuda", 0, (9, 0), "H100")
 
 def test_baselines_are_registered_as_baselines():
     kernels = all_kernels()
-    for name in ("torch-scaled-mm", "torch-dequant-mm", "cublas-dense", "triton-dot-scaled"):
+    for name in ("torch-scaled-mm", "torch-scaled-fp8", "torch-dequant-mm", "cublas-dense", "triton-dot-scaled"):
         assert kernels[name].role == "baseline", name
 
 
 @pytest.mark.parametrize("name", ["torch-dequant-mm", "cublas-dense"])
-@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "w4a8", "w4a16-nvfp4", "w4a16-mxfp4"])
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "w4a8", "mxfp8", "w4a16-nvfp4", "w4a16-mxfp4"])
 def test_dense_baselines_pass_on_cpu(name, fmt):
     outcome = check_case(get_kernel(name), SHAPE, gemm_format(fmt), CPU, [7, 49])
     assert outcome.status == "pass", outcome.reason
@@ -57,7 +57,7 @@ def test_torch_scaled_mm_is_skipped_on_hopper_and_cpu_with_the_reason():
 
 def test_triton_dot_scaled_claims_only_e8m0_formats():
     k = get_kernel("triton-dot-scaled")
-    assert set(k.formats) == {"mxfp4", "w4a8", "w4a16-mxfp4"}
+    assert set(k.formats) == {"mxfp4", "w4a8", "mxfp8", "w4a16-mxfp4"}
     problem = generate(Shape(128, 256, 256), gemm_format("nvfp4"))
     assert "does not support format nvfp4" in k.reason_to_skip(problem, HOPPER)
 
@@ -71,7 +71,7 @@ def test_triton_dot_scaled_in_the_interpreter():
         "from fp4bench.pipeline import check_case\n"
         "from fp4bench.kernels import get_kernel\n"
         "from fp4bench.problem import Shape\n"
-        "for f in ('mxfp4', 'w4a16-mxfp4'):\n"
+        "for f in ('mxfp4', 'mxfp8', 'w4a16-mxfp4'):\n"
         "    o = check_case(get_kernel('triton-dot-scaled'), Shape(96, 80, 160), gemm_format(f), CPU, [3])\n"
         "    print(f, o.status, o.reason)\n"
     )
@@ -79,12 +79,14 @@ def test_triton_dot_scaled_in_the_interpreter():
     out = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["mxfp4", "pass", "None", "w4a16-mxfp4", "pass", "None"], out.stdout
+    assert out.stdout.split() == ["mxfp4", "pass", "None", "mxfp8", "pass", "None", "w4a16-mxfp4", "pass", "None"], \
+        out.stdout
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name, fmt", [("cublas-dense", "nvfp4"), ("torch-dequant-mm", "mxfp4"),
-                                       ("triton-dot-scaled", "mxfp4"), ("triton-dot-scaled", "w4a8")])
+@pytest.mark.parametrize("name, fmt", [("cublas-dense", "nvfp4"), ("torch-scaled-fp8", "mxfp8"), ("torch-dequant-mm", "mxfp4"),
+                                       ("triton-dot-scaled", "mxfp4"), ("triton-dot-scaled", "w4a8"),
+                                       ("triton-dot-scaled", "mxfp8")])
 def test_baselines_pass_on_the_gpu(name, fmt):
     from fp4bench.arch import current_target
 

@@ -17,6 +17,7 @@ KERNEL_MODULES = (
     "fp4bench.kernels.torch_ref",
     "fp4bench.kernels.external",
     "fp4bench.kernels.sm90",
+    "fp4bench.kernels.sm120_triton",
     "fp4bench.kernels.triton_portable",
     "fp4bench.kernels.baselines",
     "fp4bench.kernels.triton_dot_scaled",

@@ -12,6 +12,10 @@ run from `chosen_config`: the GPU model's tuned table (fp4bench.config_table), e
 timing at run time. `can_implement(problem) -> reason or None` states shape limits; `unavailable_reason(target)` whether the
 kernel can run on this machine at all (target arch, missing toolchain); `reason_to_skip(problem, target)`
 combines them with the kind and format checks and is what the engine asks. Every "no" is a sentence.
+
+A kernel is checked against the exact reference. One that approximates by design (a baseline that requantizes
+its operands, say) says so with `approximation_allowance(problem)`: a per-element bound, derived from its
+documented approximation, that the check adds to that kernel's bound alone.
 """
 
 from __future__ import annotations
@@ -57,6 +61,11 @@ class Kernel(ABC):
     # Tensor-core input type the kernel multiplies in ("fp4", "fp8", "fp16", "bf16", "fp32"); it picks the
     # matrix rate of the speed-of-light bound (fp4bench.sol). None: the format's exact dense dtype.
     math_path: ClassVar[str | None] = None
+
+    def approximation_allowance(self, problem: Problem) -> torch.Tensor | None:
+        """[M, N, L] float32 bound on what this kernel's documented approximation may add to the error of an
+        exact computation, or None (the default: the kernel claims exactness)."""
+        return None
 
     def can_implement(self, problem: Problem) -> str | None:
         """Why this kernel cannot compute this problem (shape, alignment), or None."""

@@ -1,7 +1,7 @@
 """`triton-dot-scaled`: a Triton GEMM on `tl.dot_scaled` over a fixed set of tiles (a baseline).
 
 Formats: those whose scales are e8m0 with 32 values per scale, which every Triton with `tl.dot_scaled`
-takes: MXFP4 (e2m1 x e2m1), W4A8 (e4m3 x e2m1) and W4A16-MXFP4 (bf16 x e2m1, A unscaled). NVFP4 (e4m3 scales,
+takes: MXFP4 (e2m1 x e2m1), W4A8 (e4m3 x e2m1), MXFP8 (e4m3 x e4m3) and W4A16-MXFP4 (bf16 x e2m1, A unscaled). NVFP4 (e4m3 scales,
 16 values per scale) is left out: Triton 3.6, the version on the project's GPU machine, rejects it in
 `dot_scaled`. GPUs without native microscaled MMA (Hopper) run it emulated: Triton upcasts to bf16 in
 registers, so this is the "what a good compiler gives you today" reference, not a tensor-core FP4 path.
@@ -26,8 +26,9 @@ from .base import Kernel, RunFn, triton_interpreting
 
 INTERPRET = triton_interpreting()
 MX_BLOCK = 32
-# The A operand's dot_scaled format and whether it carries scales, per GEMM format.
-A_OPERAND = {"mxfp4": ("e2m1", True), "w4a8": ("e4m3", True), "w4a16-mxfp4": ("bf16", False)}
+# Per GEMM format: the A operand's dot_scaled format, whether it carries scales, and B's format.
+OPERANDS = {"mxfp4": ("e2m1", True, "e2m1"), "w4a8": ("e4m3", True, "e2m1"), "mxfp8": ("e4m3", True, "e4m3"),
+            "w4a16-mxfp4": ("bf16", False, "e2m1")}
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps): small-M and large-M tiles, both K depths; the first is the
 # heuristic's choice.
@@ -45,16 +46,17 @@ TILE_KEYS = ("block_m", "block_n", "block_k", "num_stages", "num_warps")
 def _dot_scaled_gemm(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, K,
                      s_am, s_ak, s_al, s_bn, s_bk, s_bl, s_sam, s_sak, s_sal, s_sbn, s_sbk, s_sbl,
                      s_cm, s_cn, s_cl,
-                     A_FORMAT: tl.constexpr, A_SCALED: tl.constexpr,
+                     A_FORMAT: tl.constexpr, A_SCALED: tl.constexpr, B_FORMAT: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     A_PER_BYTE: tl.constexpr = 2 if A_FORMAT == "e2m1" else 1
+    B_PER_BYTE: tl.constexpr = 2 if B_FORMAT == "e2m1" else 1
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     batch = tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_ak = tl.arange(0, BLOCK_K // A_PER_BYTE)
-    offs_bk = tl.arange(0, BLOCK_K // 2)
+    offs_bk = tl.arange(0, BLOCK_K // B_PER_BYTE)
     offs_sk = tl.arange(0, BLOCK_K // 32)
     mask_m = offs_m < M
     mask_n = offs_n < N
@@ -65,23 +67,23 @@ def _dot_scaled_gemm(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, K,
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         ak = k0 // A_PER_BYTE + offs_ak
-        bk = k0 // 2 + offs_bk
+        bk = k0 // B_PER_BYTE + offs_bk
         sk = k0 // 32 + offs_sk
         a = tl.load(a_base + ak[None, :] * s_ak, mask=mask_m[:, None] & (ak[None, :] < K // A_PER_BYTE), other=0)
-        b = tl.load(b_base + bk[:, None] * s_bk, mask=(bk[:, None] < K // 2) & mask_n[None, :], other=0)
+        b = tl.load(b_base + bk[:, None] * s_bk, mask=(bk[:, None] < K // B_PER_BYTE) & mask_n[None, :], other=0)
         sb = tl.load(sb_base + sk[None, :] * s_sbk, mask=mask_n[:, None] & (sk[None, :] < K // 32), other=0)
         if A_SCALED:
             sa = tl.load(sa_base + sk[None, :] * s_sak, mask=mask_m[:, None] & (sk[None, :] < K // 32), other=0)
-            acc = tl.dot_scaled(a, sa, A_FORMAT, b, sb, "e2m1", acc)
+            acc = tl.dot_scaled(a, sa, A_FORMAT, b, sb, B_FORMAT, acc)
         else:
-            acc = tl.dot_scaled(a, None, A_FORMAT, b, sb, "e2m1", acc)
+            acc = tl.dot_scaled(a, None, A_FORMAT, b, sb, B_FORMAT, acc)
     c_ptrs = c_ptr + batch * s_cl + offs_m[:, None] * s_cm + offs_n[None, :] * s_cn
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
 class TritonDotScaled(Kernel):
     name = "triton-dot-scaled"
-    formats = tuple(A_OPERAND)
+    formats = tuple(OPERANDS)
     devices = ("cpu", "cuda") if INTERPRET else ("cuda",)
     role = "baseline"
     description = "Triton tl.dot_scaled GEMM, fixed tiles (MX formats; emulated on Hopper)"
@@ -94,7 +96,7 @@ class TritonDotScaled(Kernel):
         return self.prepare_config(problem, self.chosen_config(problem)[0])
 
     def prepare_config(self, problem: Problem, config: dict) -> RunFn:
-        a_format, a_scaled = A_OPERAND[problem.fmt.name]
+        a_format, a_scaled, b_format = OPERANDS[problem.fmt.name]
         s = problem.shape
         m, n, k, l = s.m, s.n, s.k, s.l
         tile = {key: int(config[key]) for key in TILE_KEYS}
@@ -109,6 +111,7 @@ class TritonDotScaled(Kernel):
             sa8 = as_bytes(sfa) if a_scaled else sb8
             _dot_scaled_gemm[grid](a8, b8, sa8, sb8, c, m, n, k, *a8.stride(), *b8.stride(), *sa8.stride(),
                                    *sb8.stride(), *c.stride(), A_FORMAT=a_format, A_SCALED=a_scaled,
+                                   B_FORMAT=b_format,
                                    BLOCK_M=tile["block_m"], BLOCK_N=tile["block_n"], BLOCK_K=tile["block_k"],
                                    num_stages=tile["num_stages"], num_warps=tile["num_warps"])
             return c

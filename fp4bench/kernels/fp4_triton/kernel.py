@@ -12,6 +12,7 @@ results record.
 from __future__ import annotations
 
 import torch
+import triton.language as tl
 
 from types import ModuleType
 from typing import ClassVar
@@ -19,7 +20,8 @@ from typing import ClassVar
 from ...problem import Problem
 from ..base import Kernel, RunFn, triton_interpreting
 from . import w4a16
-from .launch import CPU_CONFIG, GPU_CANDIDATES, LaunchConfig, launch_gemm, resolve
+from .launch import (CPU_CONFIG, GPU_CANDIDATES, MXFP8_CPU_CONFIG, MXFP8_GPU_CANDIDATES, LaunchConfig, launch_gemm,
+                     launch_mxfp8, resolve)
 
 
 class TritonKernel(Kernel):
@@ -73,10 +75,38 @@ class TritonFp4Kernel(TritonKernel):
         return lambda data: launch_gemm(data, shape, fmt, plan, use_asm, fp8)
 
 
+class Mxfp8Kernel(TritonKernel):
+    """MXFP8 x MXFP8 on the per-block-promotion kernel of mxfp8.py; subclasses fix the MMA dtype (`mma_dtype`,
+    a Triton dtype; the CPU interpreter always multiplies the exact values in float32)."""
+
+    formats = ("mxfp8",)
+    mma_dtype = None
+
+    def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
+        configs = MXFP8_GPU_CANDIDATES if problem.device.type == "cuda" else (MXFP8_CPU_CONFIG,)
+        return tuple(c.to_dict() for c in configs)
+
+    def launch_config(self, problem: Problem) -> dict:
+        config, source = self.chosen_config(problem)
+        return {**resolve(LaunchConfig.from_dict(config), problem.shape, problem.device).to_dict(), "source": source}
+
+    def prepare(self, problem: Problem) -> RunFn:
+        return self.prepare_config(problem, self.chosen_config(problem)[0])
+
+    def prepare_config(self, problem: Problem, config: dict) -> RunFn:
+        shape = problem.shape
+        plan = resolve(LaunchConfig.from_dict(config), shape, problem.device)
+        mma = tl.float32 if problem.device.type == "cpu" else self.mma_dtype
+        # One launch on a scratch output compiles the kernel and allocates the split-K workspace here.
+        launch_mxfp8(problem.data[:6] + (torch.empty_like(problem.c),), shape, plan, mma)
+        return lambda data: launch_mxfp8(data, shape, plan, mma)
+
+
 class W4a16Kernel(TritonKernel):
     """bf16 activations x FP4 weights on the swapped, register-decoding kernel of w4a16.py."""
 
     formats = ("w4a16-nvfp4", "w4a16-mxfp4")
+    tiles = w4a16.HOPPER_TILES   # the tile classes of the heuristic and of tuning
 
     def can_implement(self, problem: Problem) -> str | None:
         if problem.a.stride(1) != 1:
@@ -84,7 +114,7 @@ class W4a16Kernel(TritonKernel):
         return None
 
     def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
-        return w4a16.candidates(problem.shape, problem.device)
+        return w4a16.candidates(problem.shape, problem.device, self.tiles)
 
     def prepare(self, problem: Problem) -> RunFn:
         return self.prepare_config(problem, self.chosen_config(problem)[0])

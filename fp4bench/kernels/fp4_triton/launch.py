@@ -24,6 +24,7 @@ from ...layouts import ceil_div, competition_blocked_bytes
 from ...problem import Shape
 from .gemm import dequant_rows_kernel, fp4_gemm_kernel
 from .gemm_fp8 import FP8_FIT_BINADES, mx_fp8_kernel
+from .mxfp8 import mxfp8_kernel
 
 SPLIT_K_MAX = 16
 MIN_K_ITERS_PER_SPLIT = 2
@@ -71,6 +72,20 @@ GPU_CANDIDATES = (
 )
 # The interpreter runs each program in numpy: small tiles keep CPU runs quick and still cover split-K.
 CPU_CONFIG = LaunchConfig(32, 128, 4, 1, max_block_m=32)
+
+# sm90-mxfp8 (fp8 operands straight from memory, no decode): 64-row C^T tiles on one warpgroup (4 warps), so
+# the fp32 accumulator, the partial products of blocks in flight and the scale vectors fit in registers; K
+# tiles of one to four MX blocks. The first is the heuristic's choice, an untimed guess: the deepest pipeline
+# that ptxas compiles for sm_90a without spilling (tests/test_mxfp8.py). All compute the same sums: the
+# choice is speed only.
+MXFP8_GPU_CANDIDATES = (
+    LaunchConfig(64, 64, 4, 6),
+    LaunchConfig(64, 128, 4, 4),
+    LaunchConfig(64, 128, 4, 3, programs_per_sm=2),
+    LaunchConfig(64, 128, 4, 6),
+    LaunchConfig(128, 32, 8, 6),
+)
+MXFP8_CPU_CONFIG = LaunchConfig(32, 64, 4, 1, max_block_m=32)
 
 
 def dot_block_m(m: int, cap: int) -> int:
@@ -216,6 +231,32 @@ def launch_gemm(data: tuple, shape: Shape, fmt: GemmFormat, plan: Launch, use_as
     else:
         fp4_gemm_kernel[grid](*args, A_DENSE=a_dense, E8M0=fmt.b.scale.power_of_two, SF_BLOCK=fmt.b.block_size,
                               DOT_DTYPE=mult_dtype, JOIN_K=cfg.join_k, USE_ASM=use_asm, **common)
+    return c
+
+
+def scale_bytes(permuted: torch.Tensor) -> torch.Tensor:
+    """The blocked scale bytes as uint8 [L, rest * 512] (a view when the storage allows)."""
+    blocked = competition_blocked_bytes(permuted)
+    return as_bytes(blocked if blocked.is_contiguous() else blocked.contiguous())
+
+
+def launch_mxfp8(data: tuple, shape: Shape, plan: Launch, mma_dtype) -> torch.Tensor:
+    """sm90-mxfp8's GEMM of data into data[6] (C), one launch; `mma_dtype` the tl dtype the blocks multiply in."""
+    a, b, _, _, sfa_perm, sfb_perm, c = data
+    m, n, k, l = shape.m, shape.n, shape.k, shape.l
+    cfg = plan.cfg
+    # e4m3 goes in typed (Triton's fp8e4nv), so the tiles reach the MMA without a conversion.
+    a_t, b_t = as_bytes(a).view(torch.float8_e4m3fn), as_bytes(b).view(torch.float8_e4m3fn)
+    sfa, sfb = scale_bytes(sfa_perm), scale_bytes(sfb_perm)
+    grid_n, grid_m = ceil_div(n, cfg.block_n), ceil_div(m, plan.block_m)
+    ws, cnt = WORKSPACES.get(c.device, grid_n * grid_m * l, plan.split_k, cfg.block_n * plan.block_m)
+    extra = {"maxnreg": cfg.maxnreg} if cfg.maxnreg is not None and c.device.type == "cuda" else {}
+    mxfp8_kernel[(grid_n, grid_m, plan.split_k * l)](
+        a_t, b_t, sfa, sfb, c, ws, cnt, m, n, k, plan.split_k,
+        a_t.stride(0), a_t.stride(1), a_t.stride(2), b_t.stride(0), b_t.stride(1), b_t.stride(2),
+        sfa.stride(0), sfb.stride(0), c.stride(0), c.stride(1), c.stride(2),
+        MMA_DTYPE=mma_dtype, BLOCK_N=cfg.block_n, BLOCK_M=plan.block_m, BLOCK_K=cfg.block_k,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **extra)
     return c
 
 

@@ -1,4 +1,6 @@
-"""sm90-w4a16's kernel: bf16 activations x NVFP4 / MXFP4 weights -> bf16 on Hopper, exact, fp32 accumulation.
+"""sm90-w4a16's and sm120-w4a16's kernel: bf16 activations x NVFP4 / MXFP4 weights -> bf16, exact, fp32
+accumulation. On Hopper the dot is wgmma; compiled for sm_120a (no wgmma there) it is mma.sync
+(HMMA.16816.F32.BF16), the same dequantizing mainloop with its own tile classes (`SM120_TILES`).
 
 C^T = B A^T: the dequantized weight tile is wgmma's register-sourced A operand and the activations come from
 shared memory, so the decoded weights never go back through shared memory.
@@ -219,19 +221,28 @@ DECODE = dict(block_n=128, block_m=16, block_k=128, num_warps=4, num_stages=3, w
 MID = dict(block_n=128, block_m=64, block_k=128, num_warps=8, num_stages=4, word_scales=False)
 LARGE_LONG_K = dict(block_n=128, block_m=128, block_k=64, num_warps=4, num_stages=3, word_scales=False)
 LARGE = dict(block_n=64, block_m=128, block_k=128, num_warps=4, num_stages=3, word_scales=False)
-PER_SM = {id(DECODE): 3, id(MID): 3, id(LARGE_LONG_K): 2, id(LARGE): 2}
+# sm_120 (mma.sync, 99 KB of shared memory per program): the large tiles on 8 warps, which ptxas compiles for
+# sm_120a without spilling (the 4-warp Hopper ones spill there); decode and mid as on Hopper. Untimed.
+SM120_LARGE_LONG_K = dict(block_n=128, block_m=128, block_k=64, num_warps=8, num_stages=4, word_scales=False)
+SM120_LARGE = dict(block_n=64, block_m=128, block_k=128, num_warps=8, num_stages=3, word_scales=False)
+PER_SM = {id(DECODE): 3, id(MID): 3, id(LARGE_LONG_K): 2, id(LARGE): 2, id(SM120_LARGE_LONG_K): 2,
+          id(SM120_LARGE): 2}
+# (decode, mid, large with long K, large) per target family.
+HOPPER_TILES = (DECODE, MID, LARGE_LONG_K, LARGE)
+SM120_TILES = (DECODE, MID, SM120_LARGE_LONG_K, SM120_LARGE)
 # The interpreter runs each program in numpy: small tiles, and still two splits.
 CPU_CONFIG = dict(block_n=32, block_m=16, block_k=64, num_warps=4, num_stages=1, word_scales=True, split_k=2)
 
 
-def tile_class(shape: Shape) -> dict:
+def tile_class(shape: Shape, tiles: tuple[dict, ...] = HOPPER_TILES) -> dict:
     """M <= 16: 128 x 16 tiles (decode); M <= 64: 128 x 64; larger M: 128 x 128 with 64-deep K steps for
     K >= 8192, else 64 x 128 with 128-deep K steps."""
+    decode, mid, large_long_k, large = tiles
     if shape.m <= 16:
-        return DECODE
+        return decode
     if shape.m <= 64:
-        return MID
-    return LARGE_LONG_K if shape.k >= 8192 else LARGE
+        return mid
+    return large_long_k if shape.k >= 8192 else large
 
 
 def split_for(cfg: dict, shape: Shape, sm_count: int, per_sm: int = 2) -> int:
@@ -254,13 +265,13 @@ def split_for(cfg: dict, shape: Shape, sm_count: int, per_sm: int = 2) -> int:
     return best
 
 
-def candidates(shape: Shape, device: torch.device) -> tuple[dict, ...]:
-    """The heuristic's configuration first, then the other tile classes (split-K fitted to each)."""
+def candidates(shape: Shape, device: torch.device, tiles: tuple[dict, ...] = HOPPER_TILES) -> tuple[dict, ...]:
+    """The heuristic's configuration first, then the other tile classes of `tiles` (split-K fitted to each)."""
     if device.type != "cuda":
         return (dict(CPU_CONFIG),)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    first = tile_class(shape)
-    ordered = [first] + [c for c in (DECODE, MID, LARGE_LONG_K, LARGE) if c is not first]
+    first = tile_class(shape, tiles)
+    ordered = [first] + [c for c in tiles if c is not first]
     return tuple({**c, "split_k": split_for(c, shape, sms, PER_SM[id(c)])} for c in ordered)
 
 
