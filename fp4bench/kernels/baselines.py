@@ -3,12 +3,19 @@
 - `torch-scaled-mm`: `torch._scaled_mm` on FP4 operands (cuBLAS block-scaled GEMM) with the blocked scales
   the competition hands over (`sf*_permuted`). Only on GPUs with FP4 tensor cores (sm_100/103/120/121);
   elsewhere skipped with the reason. NVFP4 and MXFP4.
-- `torch-dequant-mm`: dequantize both operands with torch (fp4bench.codecs) into the format's exact dense
-  dtype, then one matmul per batch; dequantization and matmul are timed together.
-- `cublas-dense`: the same matmul with the operands dequantized outside the timed region (at the first
+- `torch-dequant-mm`: dequantize the operands with torch (fp4bench.codecs) into the format's exact dense
+  dtype, then one matmul per batch (and per GEMM of the problem kind); dequantization and matmul are timed
+  together.
+- `cublas-dense`: the same matmuls with the operands dequantized outside the timed region (at the first
   call on an input, which warm-up absorbs): the dense-GEMM speed a user compares against.
 Dense dtype = `GemmFormat.compute_dtype` (fp16 for NVFP4, bf16 otherwise): exact for the operands, and the
 matmul accumulates in fp32 as every FP4 tensor-core GEMM does.
+Both compute every problem kind: GEMV as a matmul with the one-row B (cuBLAS's GEMV path), a grouped problem
+one matmul per group, the dual GEMM two matmuls with fp32 outputs (`torch.mm(..., out_dtype=float32)` on
+CUDA, fp32 operands where torch has no such overload, the CPU) and silu(r1)·r2 in fp32, as the competition.
+torch's public grouped matmul (`torch.nn.functional.grouped_mm`, torch 2.11 and 2.13) is no baseline here:
+it writes bf16 only (8 significant bits, 2^-9 relative rounding), which cannot meet the fp16 output's 1e-3
+tolerance, so the grouped baseline is one matmul per group.
 """
 
 from __future__ import annotations
@@ -18,15 +25,32 @@ import torch
 from ..arch import FP4_TENSOR_CORE_ARCHS
 from ..formats import GEMM_FORMATS, GemmFormat
 from ..layouts import competition_blocked_bytes
-from ..problem import Problem
-from ..reference import dequantize_operands
+from ..problem import DUAL_GEMM, PROBLEM_KINDS, Problem
+from ..reference import dequantize_operands, gemm_operands, silu_product
 from .base import Kernel, RunFn
 
 
 def _dense_operands(data: tuple, fmt: GemmFormat, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A[M, K] and B[N, K] of one batch in the format's compute dtype."""
+    """A[M, K] and B[N, K] of one batch of a GEMM (a, b, sfa, sfb) in the format's compute dtype."""
     da, db = dequantize_operands(data, fmt, batch)
     return da.to(fmt.compute_dtype), db.to(fmt.compute_dtype)
+
+
+def _dense_problem(data, kind: str, fmt: GemmFormat, batches: int) -> list[list[tuple]]:
+    """Per GEMM of the problem, per batch: its dense (A, B). A dual GEMM's shared A is dequantized once."""
+    done: dict[tuple, torch.Tensor] = {}
+
+    def dense(t, scales, op_fmt, batch):
+        key = (id(t), batch)
+        if key not in done:
+            from ..codecs import dequantize
+
+            s = None if scales is None else scales[:, :, batch].to(t.device)
+            done[key] = dequantize(t[:, :, batch], s, op_fmt).to(fmt.compute_dtype)
+        return done[key]
+
+    return [[(dense(a, sfa, fmt.a, i), dense(b, sfb, fmt.b, i)) for i in range(batches)]
+            for a, b, sfa, sfb in gemm_operands(data, kind)]
 
 
 def _matmul_into(c: torch.Tensor, batch: int, da: torch.Tensor, db: torch.Tensor) -> None:
@@ -38,22 +62,58 @@ def _matmul_into(c: torch.Tensor, batch: int, da: torch.Tensor, db: torch.Tensor
         out.copy_(da @ db.T)
 
 
+def _fp32_product(da: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
+    """A @ B^T with an fp32 result: on CUDA the 16-bit matmul with fp32 output, elsewhere fp32 operands."""
+    if da.is_cuda and "dtype" in torch.ops.aten.mm.overloads():
+        return torch.mm(da, db.T, out_dtype=torch.float32)
+    return da.float() @ db.float().T
+
+
+def _combine(dense: list[list[tuple]], outputs: list[torch.Tensor], kind: str) -> None:
+    """Each GEMM's product into its output; the dual GEMM's two through silu(r1)·r2."""
+    if kind == DUAL_GEMM:
+        (c,), (first, second) = outputs, dense
+        for i, ((da, db1), (_, db2)) in enumerate(zip(first, second)):
+            c[:, :, i].copy_(silu_product(_fp32_product(da, db1), _fp32_product(da, db2)))
+        return
+    for c, batches in zip(outputs, dense):
+        for i, (da, db) in enumerate(batches):
+            _matmul_into(c, i, da, db)
+
+
 class TorchDequantMM(Kernel):
     name = "torch-dequant-mm"
     formats = tuple(GEMM_FORMATS)
+    problems = PROBLEM_KINDS
     role = "baseline"
     description = "dequantize with torch, then an fp16/bf16 matmul (both timed)"
 
     def prepare(self, problem: Problem) -> RunFn:
-        fmt = problem.fmt
+        fmt, kind, spec, batches = problem.fmt, problem.kind, problem.spec, problem.shape.l
 
-        def run(data: tuple) -> torch.Tensor:
-            c = data[6]
-            for i in range(c.shape[2]):
-                _matmul_into(c, i, *_dense_operands(data, fmt, i))
-            return c
+        def run(data):
+            outputs = spec.outputs(data)
+            _combine(_dense_problem(data, kind, fmt, batches), outputs, kind)
+            return spec.result(outputs)
 
         return run
+
+
+class _DenseCache:
+    """Dense operands made once per input, keyed by the first A's storage (which the cache keeps alive)."""
+
+    def __init__(self, make):
+        self.make = make
+        self.entries: dict[tuple, tuple] = {}
+
+    def get(self, data, first_a: torch.Tensor, first_b: torch.Tensor):
+        key = (first_a.data_ptr(), first_b.data_ptr())
+        entry = self.entries.get(key)
+        if entry is None or entry[0] is not first_a:
+            # Holding `first_a` pins its storage, so the pointer key cannot be reused by another tensor.
+            entry = (first_a, self.make(data))
+            self.entries[key] = entry
+        return entry[1]
 
 
 class CublasDense(Kernel):
@@ -64,25 +124,19 @@ class CublasDense(Kernel):
 
     name = "cublas-dense"
     formats = tuple(GEMM_FORMATS)
+    problems = PROBLEM_KINDS
     role = "baseline"
     description = "fp16/bf16 matmul on operands dequantized outside the timed region"
 
     def prepare(self, problem: Problem) -> RunFn:
-        fmt = problem.fmt
-        dense: dict[tuple, tuple] = {}
+        fmt, kind, spec, batches = problem.fmt, problem.kind, problem.spec, problem.shape.l
+        cache = _DenseCache(lambda data: _dense_problem(data, kind, fmt, batches))
 
-        def run(data: tuple) -> torch.Tensor:
-            a = data[0]
-            key = (a.data_ptr(), data[1].data_ptr())
-            entry = dense.get(key)
-            if entry is None or entry[0] is not a:
-                # Holding `a` pins its storage, so the pointer key cannot be reused by another tensor.
-                entry = (a, [_dense_operands(data, fmt, i) for i in range(a.shape[2])])
-                dense[key] = entry
-            c = data[6]
-            for i, (da, db) in enumerate(entry[1]):
-                _matmul_into(c, i, da, db)
-            return c
+        def run(data):
+            (a, b, _, _), *_ = gemm_operands(data, kind)
+            outputs = spec.outputs(data)
+            _combine(cache.get(data, a, b), outputs, kind)
+            return spec.result(outputs)
 
         return run
 
