@@ -207,7 +207,7 @@ def _load(case: _Case) -> None:
 
     spec = case.spec
     try:
-        case.kernel = get_kernel(spec.kernel)
+        case.kernel = get_kernel(spec.kernel, spec.problem)
         case.target = current_target(spec.device, spec.gpu)
     except Exception as e:  # unknown kernel, unloadable file, missing GPU: one line in the record
         raise CaseEnded(CaseStatus.ERROR, one_line(e)) from None

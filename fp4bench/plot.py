@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .case import CaseRecord, CaseStatus
-from .report import geometric_mean, shape_label, speedups
+from .report import geometric_mean, shape_label, speedups, table_name
 from .results import atomic_write
 from .sol import RATE_FOR_PATH, Ceilings
 
@@ -165,7 +165,7 @@ def panels_of(doc: dict) -> list[Panel]:
     cases = doc["cases"]
     groups: OrderedDict[tuple, list[int]] = OrderedDict()
     for i, c in enumerate(cases):
-        groups.setdefault((device_of(doc, c), c.format), []).append(i)
+        groups.setdefault((device_of(doc, c), table_name(c)), []).append(i)
     several = len({device for device, _ in groups}) > 1
     return [Panel(f"{fmt} on {device}" if several else fmt, device, fmt, idxs)
             for (device, fmt), idxs in groups.items()]
