@@ -311,7 +311,8 @@ def _label_m_clusters(ax, timed: list[CaseRecord], xs: list[float], x_lo: float,
     decode-sized points from the prefill-sized ones. Labels closer than a tenth of the axis are merged."""
     by_m: dict[int, list[float]] = {}
     for c, x in zip(timed, xs):
-        by_m.setdefault(c.shape.m, []).append(x)
+        # A grouped case by its total M (the groups' rows together).
+        by_m.setdefault(sum(c.shape.m) if c.shape.grouped else c.shape.m, []).append(x)
     groups: list[tuple[list[int], list[float]]] = []
     for m in sorted(by_m):
         x = statistics.median(by_m[m])

@@ -102,16 +102,14 @@ class Shape:
         return [self.seed + SEED_STRIDE * i for i in range(start, start + count)]
 
 
-def _span(values: tuple[int, ...]) -> str:
-    lo, hi = min(values), max(values)
-    return str(lo) if lo == hi else f"{lo}-{hi}"
+def _common(values: tuple[int, ...]) -> str:
+    return str(values[0]) if len(set(values)) == 1 else "*"
 
 
 def grouped_label(shape: Shape) -> str:
-    """'g8 M1024 N4096 K7168': the group count, the groups' total M, and N and K (their range where they vary).
-
-    Short enough for a table within 100 columns; the full per-group sizes are in the results JSON."""
-    return f"g{len(shape.m)} M{sum(shape.m)} N{_span(shape.n)} K{_span(shape.k)}"
+    """'g8 M1024 N4096 K7168': the group count, the groups' total M, and their N and K ('*' where the groups
+    differ). Short enough for a table within 100 columns; the results JSON and CSV have every group's sizes."""
+    return f"g{len(shape.m)} M{sum(shape.m)} N{_common(shape.n)} K{_common(shape.k)}"
 
 
 def _dtype_bytes(dtype: torch.dtype) -> int:

@@ -178,7 +178,7 @@ ranking_by: "geom"
     (GROUP_GEMM, ['{"m": [96, 128], "n": [128, 256], "k": [256, 512], "g": 2, "seed": 1111}'],
      ['{"m": [80, 176, 128, 72, 64, 248, 96, 160], "n": [4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096], '
       '"k": [7168, 7168, 7168, 7168, 7168, 7168, 7168, 7168], "g": 8, "seed": 1111}'],
-     ["g2 M224 N128-256 K256-512", "g8 M1024 N4096 K7168"]),
+     ["g2 M224 N* K*", "g8 M1024 N4096 K7168"]),
 ])
 def test_a_competition_task_file_of_each_problem_is_a_shape_file(tmp_path, kind, tests, benchmarks, labels):
     task = tmp_path / "task.yml"
