@@ -33,7 +33,7 @@ from tabulate import tabulate
 from .arch import gpu_slug
 from .case import CaseRecord, CaseStatus
 from .errors import EXIT_FAILED, EXIT_OK
-from .problem import GEMM, Shape
+from .problem import GEMM, KIND_SPECS, Shape
 from .results import ResultsFileError, load_results, write_results
 
 DEFAULT_THRESHOLD = 0.05
@@ -83,9 +83,12 @@ def environment_summary(doc: dict) -> dict:
 
 
 def baseline_path(directory: str | Path, doc: dict) -> Path:
-    """Where the baseline for the GPU of `doc` lives in `directory`."""
+    """Where the baseline for the GPU (and problem) of `doc` lives in `directory`: <gpu>.json for the GEMM,
+    <gpu>-<problem>.json for the competition's other problems (e.g. nvidia-h200-nvfp4_gemv.json)."""
     names = sorted({g.get("name") for g in (doc.get("environment") or {}).get("gpus") or [] if isinstance(g, dict)})
-    return Path(directory) / f"{gpu_slug(names[0] if names else None)}.json"
+    kind = (doc.get("settings") or {}).get("problem") or GEMM
+    suffix = "" if kind == GEMM else f"-{KIND_SPECS[kind].competition}"
+    return Path(directory) / f"{gpu_slug(names[0] if names else None)}{suffix}.json"
 
 
 def save_baseline(doc: dict, directory: str | Path = "baselines") -> Path:

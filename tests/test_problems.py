@@ -249,3 +249,13 @@ def test_grouped_records_survive_json_compare_and_merge(tmp_path):
     from fp4bench.case import hashable_key
 
     assert hashable_key(json.loads(json.dumps(list(record.key)))) == record.key
+
+
+def test_each_problem_has_its_own_baseline_file(tmp_path):
+    from fp4bench.compare import baseline_path
+
+    env = {"gpus": [{"name": "NVIDIA H200"}]}
+    assert baseline_path(tmp_path, {"environment": env, "settings": {}}).name == "nvidia-h200.json"
+    assert baseline_path(tmp_path, {"environment": env, "settings": {"problem": GEMM}}).name == "nvidia-h200.json"
+    gemv = {"environment": env, "settings": {"problem": GEMV}}
+    assert baseline_path(tmp_path, gemv).name == "nvidia-h200-nvfp4_gemv.json"
