@@ -14,10 +14,9 @@
 #   twice     the baseline run and a repeat in a fresh process, compared
 #   mainjob   tuning of triton-dot-scaled's W4A16 benchmark cases, the baseline run and its repeat, and the
 #             README's main job timed with warm caches
-#   problems  the competition's GEMV, dual GEMM and grouped GEMM: the registry matrix of their kinds, the honest
-#             submissions and the baselines verified on each problem's test cases, the planted bugs flagged,
-#             and the baselines timed on the benchmark cases (--save-baseline: baselines/<gpu>-<problem>.json,
-#             copied to $OUT)
+#   problems  the competition's GEMV, dual GEMM and grouped GEMM: the honest submission, the reference and the
+#             baselines verified on each problem's test cases, and the baselines timed on its benchmark cases
+#             (--save-baseline: baselines/<gpu>-<problem>.json, copied to $OUT)
 # Optional wheels (cuda-bench for --timer nvbench) are installed from .whl/ when present.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -93,19 +92,12 @@ mainjob)
     tail -1 "$OUT/mainjob.txt"; tail -1 "$OUT/compare.md"
     ;;
 problems)
-    python3 -m pytest -q tests/test_kernels.py -k "gemv or dual_gemm or group_gemm" > "$OUT/matrix.txt" 2>&1
-    echo "registry matrix rc=$? ($(tail -1 "$OUT/matrix.txt"))"
     for p in gemv dual_gemm group_gemm; do
-        fp4 verify --problem "nvfp4_$p" --group tests --device cuda --seeds 1 -q \
+        fp4 verify --problem "nvfp4_$p" --group tests --device cuda --seeds 1 -q --isolation none \
             --kernel "tests/fixtures/problems/${p}_correct.py,torch-ref,torch-dequant-mm,cublas-dense" \
             > "$OUT/verify_$p.txt" 2>&1; echo "verify $p rc=$? ($(tail -1 "$OUT/verify_$p.txt"))"
-        for bug in tests/fixtures/problems/${p}_*.py; do
-            case "$bug" in *_correct.py) continue ;; esac
-            fp4 verify --problem "nvfp4_$p" --group smoke --device cuda --seeds 1 -q --isolation none \
-                --kernel "$bug" > "$OUT/planted.txt" 2>&1; echo "planted $(basename "$bug") rc=$? (1 = flagged)"
-        done
         fp4 run --problem "nvfp4_$p" --group benchmarks --device cuda --kernels cublas-dense,torch-dequant-mm \
-            --budget 0.5 -q --save-baseline --json "$OUT/bench_$p.json" > "$OUT/bench_$p.txt" 2>&1
+            --budget 0.3 -q --isolation none --save-baseline --json "$OUT/bench_$p.json" > "$OUT/bench_$p.txt" 2>&1
         echo "bench $p rc=$?"; cp baselines/*-"nvfp4_$p".json "$OUT/" 2>/dev/null
     done
     ;;

@@ -20,6 +20,8 @@ tolerance, so the grouped baseline is one matmul per group.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 from ..arch import FP4_TENSOR_CORE_ARCHS
@@ -62,9 +64,22 @@ def _matmul_into(c: torch.Tensor, batch: int, da: torch.Tensor, db: torch.Tensor
         out.copy_(da @ db.T)
 
 
+@lru_cache(maxsize=None)
+def _fp32_output_matmul(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch.mm takes 16-bit operands to an fp32 result on this device (asked once, on a tiny product)."""
+    if device.type != "cuda" or "dtype" not in torch.ops.aten.mm.overloads():
+        return False
+    try:
+        x = torch.ones(16, 16, dtype=dtype, device=device)
+        return torch.mm(x, x, out_dtype=torch.float32).dtype == torch.float32
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+
+
 def _fp32_product(da: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
-    """A @ B^T with an fp32 result: on CUDA the 16-bit matmul with fp32 output, elsewhere fp32 operands."""
-    if da.is_cuda and "dtype" in torch.ops.aten.mm.overloads():
+    """A @ B^T with an fp32 result: the 16-bit matmul with fp32 output where torch has it (CUDA), else fp32
+    operands (exact too: the dequantized values are)."""
+    if _fp32_output_matmul(da.device, da.dtype):
         return torch.mm(da, db.T, out_dtype=torch.float32)
     return da.float() @ db.float().T
 
