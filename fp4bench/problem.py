@@ -155,10 +155,9 @@ class Problem:
     @property
     def c(self):
         """The output tensor of a single-output kind (every kind but group_gemm)."""
-        outputs = self.spec.outputs(self.data)
-        if len(outputs) != 1 or self.kind == GROUP_GEMM:
-            raise AttributeError(f"a {self.kind} problem has a list of outputs: use spec.outputs(data)")
-        return outputs[0]
+        if self.kind == GROUP_GEMM:
+            raise AttributeError("a group_gemm problem has a list of outputs: use problem.spec.outputs(data)")
+        return self.spec.outputs(self.data)[0]
 
     @property
     def spec(self) -> "KindSpec":
