@@ -38,6 +38,9 @@ from .reference import Expected, expected_output
 # masks) and that the float32 references take (this seed's and the previous one, for the cache check, each
 # with its accumulation allowance).
 CHECK_BYTES_PER_OUTPUT = 6 * 8 + 4 * 4
+# Math paths whose tensor cores do not add in full fp32: Hopper's fp8 MMA keeps about 14 bits of its
+# accumulator's mantissa, so exact data does not make its sums exact.
+REDUCED_PRECISION_ACCUMULATION = {"fp8"}
 
 
 class CaseEnded(Exception):
@@ -98,16 +101,26 @@ class CheckOutcome:
     problem: Problem | None = None   # the first checked input (prepare saw it)
 
 
-def checked_call(fn, problem: Problem, target: Target, expected: Expected | None = None) -> integrity.CheckedRun:
+def fp32_accumulation(kernel: Kernel, fmt: GemmFormat) -> bool:
+    """Whether the kernel's math path adds in full fp32 (the premise of the zero allowance where exact fp32
+    accumulation is guaranteed, fp4bench.reference): not Hopper's fp8 tensor cores, whose accumulator keeps
+    fewer bits."""
+    from .sol import math_path_of
+
+    return math_path_of(kernel, fmt) not in REDUCED_PRECISION_ACCUMULATION
+
+
+def checked_call(fn, problem: Problem, target: Target, expected: Expected | None = None,
+                 fp32_adds: bool = True) -> integrity.CheckedRun:
     """One guarded call of `fn` (see fp4bench.integrity); the reference is computed when not given."""
     if expected is None:
-        expected = expected_output(problem)
+        expected = expected_output(problem, fp32_adds)
     return integrity.checked_run(fn, problem, expected, lambda: synchronize(target))
 
 
-def check_once(fn, problem: Problem, target: Target) -> CheckResult:
+def check_once(fn, problem: Problem, target: Target, fp32_adds: bool = True) -> CheckResult:
     """One guarded call on `problem`, checked; integrity findings fail the check."""
-    return checked_call(fn, problem, target).to_check_result()
+    return checked_call(fn, problem, target, fp32_adds=fp32_adds).to_check_result()
 
 
 def check_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, seeds: list[int],
@@ -136,7 +149,7 @@ def check_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, se
     previous: tuple[integrity.CheckedRun, torch.Tensor] | None = None
     for seed in probe_seeds:
         problem = first if seed == probe_seeds[0] else generate(shape.with_seed(seed), fmt, target.torch_device, kind)
-        expected = expected_output(problem)
+        expected = expected_output(problem, fp32_accumulation(kernel, fmt))
         try:
             run = checked_call(fn, problem, target, expected)
         except Exception as e:
@@ -340,7 +353,8 @@ def _time(case: _Case, checked: CheckOutcome) -> None:
     del problems
     try:
         recheck = check_once(fn, generate(case.spec.shape.with_seed(fresh_seed), case.fmt,
-                                          case.target.torch_device, case.spec.problem), case.target)
+                                          case.target.torch_device, case.spec.problem), case.target,
+                             fp32_accumulation(case.kernel, case.fmt))
     except Exception as e:
         raise CaseEnded(CaseStatus.ERROR, f"re-check after timing: {one_line(e)}") from None
     if not recheck.passed:

@@ -119,6 +119,9 @@ def test_on_competition_data_the_check_is_the_competitions_own(kind, shape):
     exp = expected_output(p)
     allowances = exp.allowance if isinstance(exp.allowance, list) else [exp.allowance]
     assert all(float(a.abs().max()) == 0.0 for a in allowances)
+    # A kernel whose tensor cores keep fewer accumulator bits (Hopper's fp8 path) keeps the allowance.
+    loose = expected_output(p, fp32_adds=False).allowance
+    assert all(float(a.max()) > 0 for a in (loose if isinstance(loose, list) else [loose]))
     # And the fp32 reference equals the float64 one: the accumulation really is exact.
     values, exact = reference(p), reference(p, torch.float64)
     for v, e in zip(values if isinstance(values, list) else [values], exact if isinstance(exact, list) else [exact]):
