@@ -32,7 +32,9 @@ PLANTED = {
 
 
 def verify(problem: str, kernel: str, *more: str):
-    r = CliRunner().invoke(main, ["verify", "--problem", problem, "--group", "smoke", "--device", "cpu",
+    """verify --problem on the problem's smoke cases (on the CPU unless `more` says --device cuda)."""
+    device = [] if "--device" in more else ["--device", "cpu"]
+    r = CliRunner().invoke(main, ["verify", "--problem", problem, "--group", "smoke", *device,
                                   "--isolation", "none", "--kernel", str(PROBLEMS / f"{kernel}.py"), *more])
     return r.exit_code, r.output
 
@@ -49,6 +51,18 @@ def test_each_planted_bug_is_flagged(problem, kernel):
     code, out = verify(problem, kernel)
     assert code == 1, out
     assert "FAIL" in out and "mismatch" in out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("problem", sorted(PLANTED))
+def test_on_cuda_the_honest_submission_and_the_baselines_pass_and_a_planted_bug_fails(problem):
+    name = problem.removeprefix("nvfp4_")
+    kernels = f"{PROBLEMS / f'{name}_correct.py'},torch-ref,torch-dequant-mm,cublas-dense"
+    r = CliRunner().invoke(main, ["verify", "--problem", problem, "--group", "smoke", "--device", "cuda",
+                                  "--isolation", "none", "--kernel", kernels])
+    assert r.exit_code == 0 and " 0 failed, 0 errors, 0 skipped" in r.output, r.output
+    code, out = verify(problem, PLANTED[problem][0], "--device", "cuda")
+    assert code == 1 and "FAIL" in out, out
 
 
 def test_an_unsupported_problem_and_format_pair_is_one_line_exit_2():
