@@ -110,6 +110,7 @@ class CaseRecord:
     metrics: dict | None = None        # tflops, gbps, pct_sol
     notes: tuple[str, ...] = ()
     seconds: float | None = None
+    sanitizer: tuple[dict, ...] | None = None   # verify --sanitize: one fp4bench.sanitize.PassResult per tool
 
     @property
     def key(self) -> tuple:
@@ -134,6 +135,10 @@ class CaseRecord:
         d["findings"] = list(self.findings)
         d["notes"] = list(self.notes)
         d["tuning"] = None if self.tuning is None else [dict(t) for t in self.tuning]
+        if self.sanitizer is None:
+            del d["sanitizer"]   # only verify --sanitize writes it: other documents stay as they were
+        else:
+            d["sanitizer"] = [dict(p) for p in self.sanitizer]
         return d
 
     @classmethod
@@ -150,6 +155,8 @@ class CaseRecord:
         values["notes"] = tuple(d.get("notes") or ())
         if d.get("tuning") is not None:
             values["tuning"] = tuple(d["tuning"])
+        if d.get("sanitizer") is not None:
+            values["sanitizer"] = tuple(d["sanitizer"])
         return cls(**values)
 
     @classmethod

@@ -36,7 +36,7 @@ import torch
 
 from .codecs import dequantize
 from .formats import GemmFormat
-from .problem import DUAL_GEMM, GEMM, GEMV, GROUP_GEMM, Problem
+from .problem import DUAL_GEMM, GEMV, GROUP_GEMM, Problem
 
 ACCUMULATION_SLACK = 4.0
 FP32_UNIT_ROUNDOFF = 2.0 ** -24

@@ -7,7 +7,8 @@ Document (schema `SCHEMA`, version `SCHEMA_VERSION` = 2):
                      fp4bench_commit, python, torch, torch_cuda, triton, cutlass, cuda_python},
                      clocks: {start, end}},
      "settings": {problem (the kind; absent before problem kinds: "gemm"), shapes, groups, formats, kernels,
-                  baseline, device, gpus, isolation, timing (or null for verify), check_seeds, ceilings, shard},
+                  baseline, device, gpus, isolation, timing (or null for verify), check_seeds, ceilings, shard,
+                  sanitize (verify --sanitize: the tools, else null)},
      "cases": [case, ...]}
 A case is `fp4bench.case.CaseRecord.to_dict()`:
     kernel, role, problem ("gemm", "gemv", "dual_gemm" or "group_gemm"), format, shape {m, n, k, l, seed}
@@ -17,7 +18,9 @@ A case is `fp4bench.case.CaseRecord.to_dict()`:
     findings [str], config (the launch configuration, with "source": "tuned" | "heuristic"; null for kernels
     without launch choices), tuning (candidates' {config, median_us, rse} when tuning ran, else null),
     timing (Measurement.to_dict: stats in seconds, mode, clock, timer, stop_reason, converged, ...; only for
-    passed, timed cases), sol (SolEstimate.to_dict), metrics {tflops, gbps, pct_sol}, notes [str], seconds.
+    passed, timed cases), sol (SolEstimate.to_dict), metrics {tflops, gbps, pct_sol}, notes [str], seconds,
+    sanitizer (verify --sanitize: per tool {tool, errors, findings [{tool, kind, kernel, address, where, fatal,
+    nearest, out_of_bounds}], log, seconds, call_seconds, exit_code, error}; absent otherwise).
 Version 1 (before problem kinds and recorded configurations) is read too: its cases gain problem "gemm" and
 no config (`upgrade_v1`). Documents are always written as the current version.
 

@@ -99,8 +99,12 @@ def crashed_record(spec: CaseSpec, status: str, reason: str | None) -> CaseRecor
 
 def execute(plan: Plan, executor, contexts: dict,
             on_start: Callable[[int, CaseSpec], None] | None = None,
-            on_done: Callable[[int, CaseRecord], None] | None = None) -> list[CaseRecord]:
-    """Run every case of `plan`, spreading them over the executor's lanes; records in plan order."""
+            on_done: Callable[[int, CaseRecord], None] | None = None,
+            finish: Callable[[int | None, CaseSpec, CaseRecord], CaseRecord] | None = None) -> list[CaseRecord]:
+    """Run every case of `plan`, spreading them over the executor's lanes; records in plan order.
+
+    `finish(lane, spec, record)`, when given, runs in the lane after each case and returns its final record
+    (verify --sanitize adds its passes there, on the lane's GPU)."""
     todo: queue.Queue = queue.Queue()
     for i, case in enumerate(plan.cases):
         todo.put((i, case))
@@ -121,6 +125,8 @@ def execute(plan: Plan, executor, contexts: dict,
                     on_start(i, spec)
             status, value, reason = executor.call(lane, run_case, spec)
             record = value if status == "ok" else crashed_record(spec, status, reason)
+            if finish:
+                record = finish(lane, spec, record)
             with lock:
                 results[i] = record
                 if on_done:

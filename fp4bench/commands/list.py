@@ -52,7 +52,7 @@ def list_kernels(device, role):
     click.echo(f"kernels on {target.describe()}:")
     # Kinds, formats and the reason wrap; the rest keeps its width, so the table fits 100 columns.
     click.echo(tabulate(rows, headers=["kernel", "role", "problems", "formats", "targets", "built", "runs here"],
-                        maxcolwidths=[None, None, 9, 16, 8, None, 18]))
+                        maxcolwidths=[None, None, 10, 16, 8, None, 18]))
     errors = import_errors()
     if errors:
         click.echo("\nkernel modules that failed to import:")

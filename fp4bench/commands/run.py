@@ -5,9 +5,11 @@
 progress, JSON results and exit codes. Every option is declared once, as a field of `RunSettings` with its
 default and help (timing defaults come from `fp4bench.timing.TimingOptions`); both commands are generated
 from those fields. `--problem` picks the competition problem (fp4bench.problem kinds), and with it the default
-shape set and format. Exit codes (fp4bench.errors): 0 every checked case passed, 1 a case failed or errored,
-2 bad input, 3 nothing was checked (every case skipped), 4 a submission file cannot be imported on this
-machine (its cases are skipped with the reason).
+shape set and format. `verify --sanitize TOOL` adds, after each checked case, one pass per tool under NVIDIA
+compute-sanitizer (fp4bench.sanitize). Exit codes (fp4bench.errors): 0 every checked case passed, 1 a case
+failed or errored, 2 bad input (a --sanitize without compute-sanitizer or without a GPU included), 3 nothing
+was checked (every case skipped), 4 a submission file cannot be imported on this machine (its cases are
+skipped with the reason).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..errors import EXIT_FAILED, EXIT_NOTHING_CHECKED, EXIT_OK, EXIT_UNAVAILABL
 from ..formats import GEMM_FORMATS
 from ..kernels import all_kernels
 from ..problem import GEMM, KIND_SPECS, kind_spec, problem_kind, unsupported_format
+from ..sanitize import DEFAULT_TOOL as SANITIZE_DEFAULT, TOOLS as SANITIZE_TOOLS
 from ..timing import MODE_EAGER, MODE_GRAPH, TIMERS, TimingOptions
 from .common import (check_shapes_fit, check_shapes_legal, parse_formats, parse_kernels, parse_shapes,
                      resolve_target)
@@ -115,9 +118,16 @@ class RunSettings:
                                                 "cost-balanced part of the cases; `fp4bench merge` joins the shards.")
     save_baseline: bool = _option("--save-baseline", default=False, is_flag=True,
                                   help="Also store the results as baselines/<gpu>.json (see `fp4bench compare`).")
+    sanitize: tuple = _option("--sanitize", default=(), multiple=True, is_flag=False, flag_value=SANITIZE_DEFAULT,
+                              metavar=f"[{'|'.join(SANITIZE_TOOLS)}]",
+                              help=f"Also run each checked case under NVIDIA compute-sanitizer with this tool "
+                                   f"(repeatable; {SANITIZE_DEFAULT} when no tool is named); a finding fails "
+                                   f"the case.")
     check_only: bool = False   # verify: no timing (not an option; the command decides)
 
 
+# Options of verify alone: the sanitized passes check, they do not time.
+VERIFY_OPTIONS = ("sanitize",)
 # Options that only make sense when timing.
 TIMING_OPTIONS = ("shard", "baseline", "csv_path", "markdown", "warm_l2", "graph", "timer", "rse", "budget", "min_samples",
                   "max_samples", "cpu_max_gflop", "tune", "measure_ceilings", "no_samples", "save_baseline")
@@ -315,6 +325,7 @@ def execute_run(settings: RunSettings) -> int:
 
     settings = resolve_problem(settings)
     target = resolve_target(settings.device)
+    sanitizer = _sanitizer(settings, target)
     timing = timing_options(settings, target.device)
     plan, fmts, shapes, selected, baseline = build_plan(settings, timing)
     shard = parse_shard(settings.shard)
@@ -341,6 +352,7 @@ def execute_run(settings: RunSettings) -> int:
                         "formats": [f.name for f in fmts], "kernels": [k.name for k in selected],
                         "baseline": baseline, "device": target.device, "gpus": lanes, "isolation": settings.isolation,
                         "timing": None if timing is None else timing.to_dict(), "check_seeds": settings.check_seeds,
+                        "sanitize": list(sanitizer.tools) if sanitizer else None,
                         "ceilings": {str(lane): c.get("ceilings") for lane, c in contexts.items()},
                         # Where each case stands in the unsharded plan, so that `merge` restores its order.
                         "shard": None if shard is None else {
@@ -358,7 +370,8 @@ def execute_run(settings: RunSettings) -> int:
                 if writer:
                     writer.add(record)
 
-            cases = previous + execute(plan, executor, contexts, on_start, on_done)
+            cases = previous + execute(plan, executor, contexts, on_start, on_done,
+                                       sanitizer.finish if sanitizer else None)
     except KeyboardInterrupt:
         saved = f"; the {len(writer.cases)} finished case(s) are saved in {settings.json_path} (--resume " \
                 f"continues)" if writer else ""
@@ -383,6 +396,10 @@ def execute_run(settings: RunSettings) -> int:
         click.echo(render_tables(cases, baseline, markdown=settings.markdown, wide=settings.wide))
         if settings.csv_path:
             atomic_write_text(settings.csv_path, render_csv(cases, baseline))
+    if sanitizer:
+        from ..report import WIDTH, _wrapped
+
+        click.echo("\n" + _wrapped(sanitizer.summary(), WIDTH, indent=""))
     counts = CaseCounts.of(cases)
     click.echo(f"\n{counts.summary()}" + (f"; results in {settings.json_path}" if writer else ""))
     checked = {c.kernel for c in cases if c.status != "skip"}
@@ -401,6 +418,27 @@ def execute_run(settings: RunSettings) -> int:
         click.echo("nothing was checked: every case was skipped (see the reasons above)", err=True)
         return EXIT_NOTHING_CHECKED
     return EXIT_OK
+
+
+def _sanitizer(settings: RunSettings, target):
+    """The sanitized passes of verify --sanitize (None without it); no tool, no sanitizer or no GPU is an
+    InputError."""
+    if not settings.sanitize:
+        return None
+    from ..sanitize import Sanitizer, SanitizerMissing, find_sanitizer, log_dir_for, parse_tools
+
+    try:
+        tools = parse_tools(settings.sanitize)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    try:
+        executable = find_sanitizer()
+    except SanitizerMissing as e:
+        raise InputError(str(e)) from None
+    if target.device != "cuda":
+        why = "--device cpu was asked for" if settings.device == "cpu" else "this machine has no CUDA GPU"
+        raise InputError(f"--sanitize checks GPU kernels under compute-sanitizer and needs a CUDA GPU; {why}")
+    return Sanitizer(tools, executable, log_dir_for(settings.json_path), settings.case_timeout)
 
 
 def _resume(settings: RunSettings, plan) -> list[CaseRecord]:
@@ -425,7 +463,7 @@ def _resume(settings: RunSettings, plan) -> list[CaseRecord]:
 
 
 @click.command()
-@settings_options()
+@settings_options(exclude=VERIFY_OPTIONS)
 def run(**kwargs):
     """Check and time kernels and baselines on a shape set; one table per format."""
     sys.exit(execute_run(RunSettings(**kwargs)))
@@ -439,7 +477,7 @@ def verify(**kwargs):
 
 
 @click.command()
-@settings_options(exclude=("tune", "baseline", "save_baseline", "timer", "graph", "check_only"),
+@settings_options(exclude=("tune", "baseline", "save_baseline", "timer", "graph", "check_only") + VERIFY_OPTIONS,
                   defaults={"budget": TUNE_BUDGET_S, "formats": ("all",)})
 def tune(**kwargs):
     """Time each kernel's candidate launch configurations on a shape set and store the fastest in the GPU

@@ -3,11 +3,15 @@
 Hopper has no FP4 tensor cores. Every dequantized operand value is exact in the dtype it is multiplied in
 (NVFP4: e2m1 x e4m3 in fp16; MXFP4: e2m1 x 2^k in bf16), so the only rounding is the fp32 accumulation, as
 in the reference. Constraints: K a multiple of the format's block size; any M, N and L >= 1.
+sm90-gemv, sm90-dual-gemm and sm90-group-gemm compute the competition's other NVFP4 problems (their
+constraints: the modules fp4_triton/gemv.py, dual_gemm.py, group_gemm.py).
 """
 
 from __future__ import annotations
 
-from .fp4_triton.kernel import TritonFp4Kernel, W4a16Kernel
+from ..problem import DUAL_GEMM, GEMV, GROUP_GEMM
+from .fp4_triton import dual_gemm, gemv, group_gemm
+from .fp4_triton.kernel import TritonFp4Kernel, TritonProblemKernel, W4a16Kernel
 
 
 class HopperKernel(TritonFp4Kernel):
@@ -50,4 +54,42 @@ class Sm90W4a16(W4a16Kernel):
                    "wgmma's A operand, split-K (Triton)")
 
 
-KERNELS = (Sm90Nvfp4(), Sm90Mxfp4(), Sm90Mxfp4Fp8(), Sm90W4a16())
+class HopperProblemKernel(TritonProblemKernel):
+    """The competition's other NVFP4 problems on sm_90a: PTX decode (cvt from e4m3), so Hopper only."""
+
+    archs = ("sm_90a",)
+    devices = ("cuda",)
+    formats = ("nvfp4",)
+    use_asm = True
+
+
+class Sm90Gemv(HopperProblemKernel):
+    name = "sm90-gemv"
+    problems = (GEMV,)
+    ops = gemv
+    math_path = "fp32"
+    description = ("NVFP4 GEMV -> fp16: rows of A streamed on the CUDA cores, PTX decode to fp16, exact fp32 "
+                   "products and sums, split-K when rows are few (Triton)")
+
+
+class Sm90DualGemm(HopperProblemKernel):
+    name = "sm90-dual-gemm"
+    problems = (DUAL_GEMM,)
+    ops = dual_gemm
+    math_path = "fp16"
+    description = ("NVFP4 silu(A B1^T) * (A B2^T) -> fp16 in one kernel: shared A tile, two fp16 wgmma "
+                   "accumulators, fp32 epilogue, split-K (Triton)")
+
+
+class Sm90GroupGemm(HopperProblemKernel):
+    name = "sm90-group-gemm"
+    problems = (GROUP_GEMM,)
+    ops = group_gemm
+    math_path = "fp16"
+    # A new set of input addresses copies a pointer table to the device.
+    graph_safe = False
+    description = ("NVFP4 grouped GEMM -> fp16 in one launch: host tile schedule over all groups, per-group "
+                   "pointer table, fp16 wgmma (Triton)")
+
+
+KERNELS = (Sm90Nvfp4(), Sm90Mxfp4(), Sm90Mxfp4Fp8(), Sm90W4a16(), Sm90Gemv(), Sm90DualGemm(), Sm90GroupGemm())

@@ -102,17 +102,29 @@ def scale_row_words(rows, n_col_tiles):
 
 
 @triton.jit
-def load_scale_codes(sf_row, row_ok, it, sf_cols, R: tl.constexpr, NB: tl.constexpr):
-    """Scale bytes of K tile `it` as int32 codes [R, NB] (0 outside the matrix) and their validity mask."""
+def load_scale_words(sf_row, row_ok, it, sf_cols, NB: tl.constexpr):
+    """The blocked-layout words (four scale bytes each) of K tile `it`, [R, NB // 4] int32, 0 outside the matrix."""
     NW: tl.constexpr = NB // 4
     group = it * NW + tl.arange(0, NW)
-    words = tl.load(sf_row[:, None] + (group * 128)[None, :], mask=row_ok[:, None] & (group * 4 < sf_cols)[None, :],
-                    other=0)
+    return tl.load(sf_row[:, None] + (group * 128)[None, :], mask=row_ok[:, None] & (group * 4 < sf_cols)[None, :],
+                   other=0)
+
+
+@triton.jit
+def scale_codes(words, row_ok, it, sf_cols, R: tl.constexpr, NB: tl.constexpr):
+    """Words of K tile `it` (load_scale_words) -> int32 codes [R, NB] (0 outside the matrix, layout padding
+    included) and their validity mask."""
     shifts = tl.arange(0, 4) * 8
     codes = tl.reshape((words[:, :, None] >> shifts[None, None, :]) & 255, (R, NB))
     col = it * NB + tl.arange(0, NB)
     valid = row_ok[:, None] & (col < sf_cols)[None, :]
     return tl.where(valid, codes, 0), valid
+
+
+@triton.jit
+def load_scale_codes(sf_row, row_ok, it, sf_cols, R: tl.constexpr, NB: tl.constexpr):
+    """Scale bytes of K tile `it` as int32 codes [R, NB] (0 outside the matrix) and their validity mask."""
+    return scale_codes(load_scale_words(sf_row, row_ok, it, sf_cols, NB), row_ok, it, sf_cols, R, NB)
 
 
 @triton.jit
@@ -174,3 +186,20 @@ def split_k_tile(M, N, K, SPLIT_K, SF_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr
     it_end = (pid_k + 1) * k_iters // SPLIT_K
     return (pid_n, pid_m, pid_k, batch, offs_n, offs_m, offs_n < N, offs_m < M, K // 2, sf_cols,
             tl.cdiv(sf_cols, 4), it_begin, it_end)
+
+
+@triton.jit
+def dot_k_tile(acc, b_lo, b_hi, a_lo, a_hi, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+               JOIN_K: tl.constexpr):
+    """acc + B_tile · A_tileᵀ for one K tile of two fp16-decoded fp4 operands given as nibble halves.
+
+    Each half is [rows, BLOCK_K // 2] (even and odd K). JOIN_K interleaves them back for one dot (one wgmma wait
+    instead of two); either way both operands see the same permutation of K."""
+    if JOIN_K:
+        b_k = tl.reshape(tl.join(b_lo, b_hi), (BLOCK_N, BLOCK_K))
+        a_k = tl.reshape(tl.join(a_lo, a_hi), (BLOCK_M, BLOCK_K))
+        acc = tl.dot(b_k, tl.trans(a_k), acc)
+    else:
+        acc = tl.dot(b_lo, tl.trans(a_lo), acc)
+        acc = tl.dot(b_hi, tl.trans(a_hi), acc)
+    return acc

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import torch
 
+from types import ModuleType
+from typing import ClassVar
+
 from ...problem import Problem
 from ..base import Kernel, RunFn, triton_interpreting
 from . import w4a16
@@ -94,3 +97,35 @@ class W4a16Kernel(TritonKernel):
         # region or CUDA-graph capture.
         run(problem.data[:6] + (torch.empty_like(problem.c),))
         return run
+
+
+class TritonProblemKernel(TritonKernel):
+    """A kernel of one of the competition's other NVFP4 problems (GEMV, dual GEMM, grouped GEMM).
+
+    `ops` is the module that runs it (gemv.py, dual_gemm.py, group_gemm.py), with one interface:
+    candidates(device), resolve(data, config, device) -> plan, launch(data, plan, use_asm) -> output,
+    scratch_output(data) and can_implement(data). Sizes come from the input tuple itself."""
+
+    ops: ClassVar[ModuleType]
+    use_asm = False
+
+    def can_implement(self, problem: Problem) -> str | None:
+        return self.ops.can_implement(problem.data)
+
+    def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
+        return self.ops.candidates(problem.device)
+
+    def launch_config(self, problem: Problem) -> dict:
+        config, source = self.chosen_config(problem)
+        return {**self.ops.resolve(problem.data, config, problem.device), "source": source}
+
+    def prepare(self, problem: Problem) -> RunFn:
+        return self.prepare_config(problem, self.chosen_config(problem)[0])
+
+    def prepare_config(self, problem: Problem, config: dict) -> RunFn:
+        ops, use_asm = self.ops, self.use_asm
+        plan = ops.resolve(problem.data, config, problem.device)
+        # One launch on a scratch output compiles the kernel and allocates workspaces and tables here, outside
+        # any timed region or CUDA-graph capture.
+        ops.launch(ops.scratch_output(problem.data), plan, use_asm)
+        return lambda data: ops.launch(data, plan, use_asm)

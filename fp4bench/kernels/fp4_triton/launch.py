@@ -73,7 +73,7 @@ GPU_CANDIDATES = (
 CPU_CONFIG = LaunchConfig(32, 128, 4, 1, max_block_m=32)
 
 
-def _block_m(m: int, cap: int) -> int:
+def dot_block_m(m: int, cap: int) -> int:
     # tl.dot needs every dimension >= 16.
     return max(16, min(cap, triton.next_power_of_2(m)))
 
@@ -105,7 +105,7 @@ class Launch:
         return d
 
 
-def _sm_count(device: torch.device) -> int:
+def sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return 1
     return torch.cuda.get_device_properties(device).multi_processor_count
@@ -113,16 +113,24 @@ def _sm_count(device: torch.device) -> int:
 
 def resolve(cfg: LaunchConfig, shape: Shape, device: torch.device) -> Launch:
     """The launch of `cfg` for `shape` on `device`: block M from M, split-K fixed or fitted to the SM count."""
-    block_m = _block_m(shape.m, cfg.max_block_m)
+    block_m = dot_block_m(shape.m, cfg.max_block_m)
     k_iters = ceil_div(shape.k, cfg.block_k)
     if cfg.split_k is not None:
         split = max(1, min(cfg.split_k, k_iters))
     elif device.type == "cuda":
         tiles = ceil_div(shape.n, cfg.block_n) * ceil_div(shape.m, block_m) * shape.l
-        split = choose_split_k(tiles, k_iters, _sm_count(device) * cfg.programs_per_sm)
+        split = choose_split_k(tiles, k_iters, sm_count(device) * cfg.programs_per_sm)
     else:
         split = min(2, k_iters)   # the interpreter still covers the split-K reduction
     return Launch(cfg, block_m, split)
+
+
+def checked_params(config: dict, defaults: dict) -> dict:
+    """`config` over `defaults` (a kernel's launch parameters as a dict); an unknown parameter is an error."""
+    unknown = set(config) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown launch parameter(s) {', '.join(sorted(unknown))}")
+    return {**defaults, **config}
 
 
 class _Workspaces:
