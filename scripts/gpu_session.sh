@@ -14,8 +14,9 @@
 #   twice     the baseline run and a repeat in a fresh process, compared
 #   mainjob   tuning of triton-dot-scaled's W4A16 benchmark cases, the baseline run and its repeat, and the
 #             README's main job timed with warm caches
-#   problems  the competition's GEMV, dual GEMM and grouped GEMM: the honest submission, the reference and the
-#             baselines verified on each problem's test cases, and the baselines timed on its benchmark cases
+#   problems  the competition's GEMV, dual GEMM and grouped GEMM: the honest submission, the sm90 kernel, the
+#             reference and the baselines verified on each problem's test cases, the sm90 kernel and the baselines
+#             timed on its benchmark cases
 #             (--save-baseline: baselines/<gpu>-<problem>.json, copied to $OUT)
 # Optional wheels (cuda-bench for --timer nvbench) are installed from .whl/ when present.
 set -uo pipefail
@@ -94,9 +95,9 @@ mainjob)
 problems)
     for p in gemv dual_gemm group_gemm; do
         fp4 verify --problem "nvfp4_$p" --group tests --device cuda --seeds 1 -q --isolation none \
-            --kernel "tests/fixtures/problems/${p}_correct.py,torch-ref,torch-dequant-mm,cublas-dense" \
+            --kernel "tests/fixtures/problems/${p}_correct.py,sm90-*,torch-ref,torch-dequant-mm,cublas-dense" \
             > "$OUT/verify_$p.txt" 2>&1; echo "verify $p rc=$? ($(tail -1 "$OUT/verify_$p.txt"))"
-        fp4 run --problem "nvfp4_$p" --group benchmarks --device cuda --kernels cublas-dense,torch-dequant-mm \
+        fp4 run --problem "nvfp4_$p" --group benchmarks --device cuda --kernels 'sm90-*,cublas-dense,torch-dequant-mm' \
             --budget 0.3 -q --isolation none --save-baseline --json "$OUT/bench_$p.json" > "$OUT/bench_$p.txt" 2>&1
         echo "bench $p rc=$?"; cp baselines/*-"nvfp4_$p".json "$OUT/" 2>/dev/null
     done

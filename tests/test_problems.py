@@ -81,8 +81,8 @@ def _seed() -> int:
     return int(torch.randint(0, 10_000, ()))
 
 
-def _plain(a, sfa, b, sfb) -> torch.Tensor:
-    """float64 A @ B^T of one batch, decoded independently of fp4bench's codecs."""
+def _fixture_dequant():
+    """The fixtures' own plain-torch decoder (tests/fixtures/problems/_nvfp4.py), independent of fp4bench's."""
     import sys
 
     sys.path.insert(0, str(PROBLEMS))
@@ -90,6 +90,12 @@ def _plain(a, sfa, b, sfb) -> torch.Tensor:
         from _nvfp4 import dequant
     finally:
         sys.path.pop(0)
+    return dequant
+
+
+def _plain(a, sfa, b, sfb) -> torch.Tensor:
+    """float64 A @ B^T of one batch, decoded independently of fp4bench's codecs."""
+    dequant = _fixture_dequant()
     return dequant(a, sfa).double() @ dequant(b, sfb).double().T
 
 
@@ -117,9 +123,11 @@ def test_dual_gemm_reference_is_silu_of_the_first_product_times_the_second():
 def test_group_gemm_reference_is_a_list_of_each_groups_product():
     p = generate(Shape((40, 56, 72), (128, 64, 96), (256, 96, 512), seed=_seed()), NVFP4, kind=GROUP_GEMM)
     (abc, scales, _, sizes), ref = p.data, reference(p, torch.float64)
-    assert isinstance(ref, list) and len(ref) == 3 and sizes == [(40, 128, 256, 1), (56, 64, 96, 1), (72, 96, 512, 1)]
+    assert isinstance(ref, list) and len(ref) == 3
+    assert sizes == [(40, 128, 256, 1), (56, 64, 96, 1), (72, 96, 512, 1)]
     for (a, b, c), (sfa, sfb), r in zip(abc, scales, ref):
-        assert r.shape == c.shape and torch.equal(r[:, :, 0], _plain(a[:, :, 0], sfa[:, :, 0], b[:, :, 0], sfb[:, :, 0]))
+        assert r.shape == c.shape
+        assert torch.equal(r[:, :, 0], _plain(a[:, :, 0], sfa[:, :, 0], b[:, :, 0], sfb[:, :, 0]))
 
 
 @pytest.mark.parametrize("kind,shape", [
@@ -146,13 +154,7 @@ def test_dual_gemm_allowance_covers_reordered_accumulation_and_still_catches_a_w
     p = generate(Shape(64, 96, 4096, seed=_seed()), NVFP4, kind=DUAL_GEMM)
     exp = expected_output(p)
     a, b1, b2, sfa, sfb1, sfb2, *_ = p.data
-    import sys
-
-    sys.path.insert(0, str(PROBLEMS))
-    try:
-        from _nvfp4 import dequant
-    finally:
-        sys.path.pop(0)
+    dequant = _fixture_dequant()
     da, db1, db2 = (dequant(x[:, :, 0], s[:, :, 0]) for x, s in ((a, sfa), (b1, sfb1), (b2, sfb2)))
     # Another summation order (7 interleaved partial sums) in fp32: a correct kernel's result.
     r1 = sum(da[:, i::7] @ db1[:, i::7].T for i in range(7))

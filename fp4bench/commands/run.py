@@ -232,7 +232,8 @@ def build_plan(settings: RunSettings, timing: TimingOptions | None):
         shapes = [s.with_seed(settings.seed) for s in shapes]
     check_shapes_legal(shapes, fmts, settings.shapes_path, kind)
     if settings.kernels:
-        selected = parse_kernels(settings.kernels, problem=kind)
+        # A pattern may match kernels of other problems (sm90-* for the GEMV): those are left out.
+        selected = [k for k in parse_kernels(settings.kernels, problem=kind) if kind in k.problems]
     elif settings.tune:
         selected = [k for k in all_kernels().values() if k.tunable and kind in k.problems]
     else:
