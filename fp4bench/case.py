@@ -2,8 +2,9 @@
 
 A case is one (kernel, problem kind, format, shape with seed) on one device. Its identity is `CaseRecord.key`
 (and `CaseSpec.key`, the same tuple): the kernel as the results name it (a submission file by its stem),
-the problem kind, the format and (M, N, K, L, seed). Every place that asks "the same case?" (resume,
-report, compare, merge) uses this key and nothing else.
+the problem kind, the format and (M, N, K, L, seed); a grouped case's M, N and K are tuples with one entry per
+group (in JSON, lists), so its key stays hashable. Every place that asks "the same case?" (resume, report,
+compare, merge) uses this key and nothing else; `hashable_key` turns a key read back from JSON into one.
 
 `CaseRecord.to_dict()` is the JSON form of a case in a results document (schema in fp4bench.results).
 """
@@ -41,8 +42,18 @@ def shape_dict(shape: Shape) -> dict:
     return asdict(shape)
 
 
+def _size(v):
+    """A size of a shape's JSON form: an integer, or a grouped case's list of them."""
+    return tuple(int(x) for x in v) if isinstance(v, (list, tuple)) else int(v)
+
+
 def shape_from_dict(d: dict) -> Shape:
-    return Shape(int(d["m"]), int(d["n"]), int(d["k"]), int(d.get("l", 1)), int(d.get("seed", Shape.seed)))
+    return Shape(_size(d["m"]), _size(d["n"]), _size(d["k"]), int(d.get("l", 1)), int(d.get("seed", Shape.seed)))
+
+
+def hashable_key(key) -> tuple:
+    """A case key read from JSON (lists, a grouped case's nested lists) as the tuple `case_key` makes."""
+    return tuple(tuple(x) if isinstance(x, list) else x for x in key)
 
 
 def case_key(kernel: str, problem: str, fmt: str, shape: Shape) -> tuple:

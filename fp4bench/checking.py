@@ -6,8 +6,12 @@ with NaN and infinities agreeing in position (and sign). The reference is rounde
 first. Default tolerances: rtol = atol = 1e-3 for fp16 output (the competition's); bf16 keeps only 8
 significant bits, one unit in the last place is 2^-7 relative, so bf16 output uses rtol = atol = 1e-2.
 A NaN where the reference is finite always fails: outputs are poisoned with NaN before a kernel runs.
-The case pipeline adds a per-element fp32 accumulation-order allowance (see `fp4bench.reference`), which matters
-only where large products cancel.
+On the competition's data this is the competition's own check (rtol = atol = 1e-3, NaN and +-inf agreeing),
+computed exactly in float64 where the competition subtracts in fp16. The case pipeline adds a per-element fp32
+accumulation-order allowance (see `fp4bench.reference`), zero wherever exact fp32 accumulation is guaranteed,
+which the competition's GEMM, GEMV and grouped GEMM data always are; it matters only where large products cancel.
+A grouped problem's output is a list: it must have one tensor per group, each checked as above, and the
+result counts the mismatches of all of them (indices are (group, row, column, batch)).
 """
 
 from __future__ import annotations
@@ -56,13 +60,16 @@ class CheckResult:
         return asdict(self)
 
 
-def check_output(out, ref: torch.Tensor, out_dtype: torch.dtype, tolerance: Tolerance | None = None,
-                 allowance: torch.Tensor | None = None) -> CheckResult:
-    """Compare a kernel's returned value with the reference (already [M, N, L], any float dtype).
+def check_output(out, ref, out_dtype: torch.dtype, tolerance: Tolerance | None = None,
+                 allowance=None) -> CheckResult:
+    """Compare a kernel's returned value with the reference (already [M, N, L], any float dtype; a list of
+    them for a grouped problem, whose kernel returns a list).
 
-    `allowance` (same shape, >= 0) widens each element's bound by the fp32 accumulation-order allowance of
+    `allowance` (same structure, >= 0) widens each element's bound by the fp32 accumulation-order allowance of
     `fp4bench.reference.expected_output`.
     """
+    if isinstance(ref, (list, tuple)):
+        return _check_groups(out, list(ref), out_dtype, tolerance, allowance)
     tol = tolerance or Tolerance.for_dtype(out_dtype)
     base = dict(rtol=tol.rtol, atol=tol.atol, total=ref.numel())
     if not isinstance(out, torch.Tensor):
@@ -99,3 +106,28 @@ def check_output(out, ref: torch.Tensor, out_dtype: torch.dtype, tolerance: Tole
         what += f" ({unwritten} NaN: unwritten or invalid)"
     where = ", ".join(f"{tuple(f['index'])}: got {f['got']:.6g} expected {f['expected']:.6g}" for f in first[:3])
     return CheckResult(False, f"{what}; first at {where}", max_abs, max_rel, n_bad, first_mismatches=first, **base)
+
+
+def _check_groups(out, refs: list, out_dtype: torch.dtype, tolerance: Tolerance | None, allowance) -> CheckResult:
+    """check_output of each group's tensor, merged: mismatches summed, the first ones indexed by group."""
+    tol = tolerance or Tolerance.for_dtype(out_dtype)
+    base = dict(rtol=tol.rtol, atol=tol.atol, total=sum(r.numel() for r in refs))
+    if not isinstance(out, (list, tuple)):
+        return CheckResult(False, f"kernel returned {type(out).__name__}, not a list of {len(refs)} tensors "
+                                  f"(one per group)", **base)
+    if len(out) != len(refs):
+        return CheckResult(False, f"kernel returned {len(out)} outputs for {len(refs)} groups", **base)
+    allowances = allowance if allowance is not None else [None] * len(refs)
+    results = [check_output(o, r, out_dtype, tol, a) for o, r, a in zip(out, refs, allowances)]
+    max_abs = max((r.max_abs_err for r in results), default=0.0)
+    max_rel = max((r.max_rel_err for r in results), default=0.0)
+    failed = [(g, r) for g, r in enumerate(results) if not r.passed]
+    if not failed:
+        return CheckResult(True, None, max_abs, max_rel, 0, **base)
+    first = [{**f, "index": [g, *f["index"]]} for g, r in failed for f in r.first_mismatches]
+    first = first[:MAX_REPORTED_MISMATCHES]
+    n_bad = sum(r.mismatches for _, r in failed)
+    why = "; ".join(f"group {g}: {r.reason}" for g, r in failed[:2])
+    more = f" (and {len(failed) - 2} more groups)" if len(failed) > 2 else ""
+    return CheckResult(False, f"{len(failed)} of {len(refs)} groups fail: {why}{more}", max_abs, max_rel, n_bad,
+                       first_mismatches=first, **base)

@@ -33,7 +33,7 @@ from tabulate import tabulate
 from .arch import gpu_slug
 from .case import CaseRecord, CaseStatus
 from .errors import EXIT_FAILED, EXIT_OK
-from .problem import Shape
+from .problem import GEMM, KIND_SPECS, Shape
 from .results import ResultsFileError, load_results, write_results
 
 DEFAULT_THRESHOLD = 0.05
@@ -83,9 +83,12 @@ def environment_summary(doc: dict) -> dict:
 
 
 def baseline_path(directory: str | Path, doc: dict) -> Path:
-    """Where the baseline for the GPU of `doc` lives in `directory`."""
+    """Where the baseline for the GPU (and problem) of `doc` lives in `directory`: <gpu>.json for the GEMM,
+    <gpu>-<problem>.json for the competition's other problems (e.g. nvidia-h200-nvfp4_gemv.json)."""
     names = sorted({g.get("name") for g in (doc.get("environment") or {}).get("gpus") or [] if isinstance(g, dict)})
-    return Path(directory) / f"{gpu_slug(names[0] if names else None)}.json"
+    kind = (doc.get("settings") or {}).get("problem") or GEMM
+    suffix = "" if kind == GEMM else f"-{KIND_SPECS[kind].competition}"
+    return Path(directory) / f"{gpu_slug(names[0] if names else None)}{suffix}.json"
 
 
 def save_baseline(doc: dict, directory: str | Path = "baselines") -> Path:
@@ -119,8 +122,14 @@ def load_document(path: str | Path, role: str, for_doc: dict | None = None) -> t
 
 
 def shape_text(key: tuple) -> str:
-    """The shape of a case key (kernel, problem, format, m, n, k, l, seed) as 'MxNxK[xL]'."""
+    """The shape of a case key (kernel, problem, format, m, n, k, l, seed) as 'MxNxK[xL]' (a grouped case:
+    'g8 M1024 N4096 K7168')."""
     return str(Shape(*key[3:7]))
+
+
+def format_text(key: tuple) -> str:
+    """The format of a case key, with the problem kind when it is not the GEMM ('nvfp4 gemv')."""
+    return key[2] if key[1] == GEMM else f"{key[2]} {key[1]}"
 
 
 @dataclass
@@ -307,10 +316,10 @@ def render_text(c: Comparison, show_all: bool = False, width: int = 100) -> str:
     notes = [f"warning: {w}" for w in c.warnings] + [f"error: {e}" for e in c.errors]
     rows, details = [], []
     for r in _ordered(c, show_all):
-        rows.append([r.key[0], r.key[2], shape_text(r.key), _median_us(r.base), _median_us(r.new),
+        rows.append([r.key[0], format_text(r.key), shape_text(r.key), _median_us(r.base), _median_us(r.new),
                      "-" if r.ratio is None else f"{r.ratio:.3f}", r.verdict])
         if r.detail:
-            details.append(f"{r.key[0]} {r.key[2]} {shape_text(r.key)}: {r.detail}")
+            details.append(f"{r.key[0]} {format_text(r.key)} {shape_text(r.key)}: {r.detail}")
     if rows:
         lines += ["", tabulate(rows, headers=["kernel", "format", "shape", "base µs", "new µs", "ratio", "verdict"],
                                disable_numparse=True, colalign=("left", "left", "left", "right", "right", "right",
@@ -334,7 +343,7 @@ def render_markdown(c: Comparison, show_all: bool = True) -> str:
     lines += [f"> **error:** {_cell(e)}" for e in c.errors]
     if c.warnings or c.errors:
         lines.append("")
-    rows = [[_cell(r.key[0]), r.key[2], shape_text(r.key), _us(r.base), _us(r.new),
+    rows = [[_cell(r.key[0]), format_text(r.key), shape_text(r.key), _us(r.base), _us(r.new),
              "-" if r.ratio is None else f"{r.ratio:.3f}",
              f"{VERDICT_MARK.get(r.verdict, '')} {r.verdict}".strip(), _cell(r.detail)]
             for r in _ordered(c, show_all)]

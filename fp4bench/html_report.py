@@ -21,7 +21,7 @@ from collections import Counter, OrderedDict
 from pathlib import Path
 
 from .case import CaseCounts, CaseRecord, CaseStatus
-from .report import COLUMNS, GEOMEAN, config_text, format_rows, shape_label
+from .report import COLUMNS, GEOMEAN, config_text, format_rows, shape_label, table_name
 
 CSS = """
 :root { --fg: #1d2329; --muted: #5b6570; --line: #dfe3e8; --bad: #b42318; --bad-bg: #fdecea; --ok: #1e7b34;
@@ -172,7 +172,7 @@ def _failures(cases: list[CaseRecord]) -> str:
         mism = (f"{check['mismatches']} / {check['total']}" if check.get("mismatches") is not None
                 and check.get("total") else "-")
         first = "; ".join(str(m) for m in (check.get("first_mismatches") or [])[:3])
-        rows.append([c.kernel, c.format, shape_label(c.shape), c.status.value.upper(), mism,
+        rows.append([c.kernel, table_name(c), shape_label(c.shape), c.status.value.upper(), mism,
                      _num(check.get("max_abs_err")), _num(check.get("max_rel_err")),
                      "; ".join(x for x in [c.reason or "", first, *c.findings] if x)])
     classes = {(r, 3): bad[r].status.value for r in range(len(bad))}
@@ -237,7 +237,7 @@ def skip_groups(cases: list[CaseRecord]) -> "OrderedDict[str, Counter]":
     groups: OrderedDict[str, Counter] = OrderedDict()
     for c in cases:
         if c.status == CaseStatus.SKIP:
-            groups.setdefault(c.reason or "no reason given", Counter())[f"{c.kernel} ({c.format})"] += 1
+            groups.setdefault(c.reason or "no reason given", Counter())[f"{c.kernel} ({table_name(c)})"] += 1
     return groups
 
 
@@ -254,7 +254,7 @@ def _skipped(cases: list[CaseRecord]) -> str:
 
 
 def _configs(cases: list[CaseRecord]) -> str:
-    rows = [[c.kernel, c.format, shape_label(c.shape), config_text(c.config)]
+    rows = [[c.kernel, table_name(c), shape_label(c.shape), config_text(c.config)]
             for c in cases if c.status != CaseStatus.SKIP and c.config]
     if not rows:
         return ""

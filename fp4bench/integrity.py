@@ -15,6 +15,8 @@ Across calls (`pipeline.check_case` drives these):
     is reported (a note, not a failure: split-K with atomics is legitimately nondeterministic).
   * after timing, the pipeline's re-check stage checks fresh inputs, which catches a kernel that is correct
     on its first calls and returns stale results afterwards.
+Every problem kind is checked the same way: each output tensor (one per group for group_gemm) gets its own
+guarded buffer, and the inputs are every tensor of the kind's input structure (`KindSpec.inputs`).
 Everything works on the CPU as on the GPU. Guards cannot catch a stray write that lands beyond them.
 """
 
@@ -26,7 +28,7 @@ import torch
 
 from .checking import CheckResult, check_output
 from .reference import Expected
-from .problem import Problem
+from .problem import GEMM, Problem, kind_spec
 
 # Guard size on each side of the output, in bytes: a multiple of 256 so that c keeps the allocator's alignment.
 GUARD_BYTES = 64 * 1024
@@ -38,7 +40,6 @@ GUARD_PATTERN = {
     torch.float32: 0x7FC5A5A5,
 }
 INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-INPUT_NAMES = ("a", "b", "sfa", "sfb", "sfa_permuted", "sfb_permuted")
 
 # Finding names (stable strings: they appear in results files and CI logs).
 OUT_OF_BOUNDS = "out-of-bounds-write"
@@ -73,18 +74,25 @@ class GuardedOutput:
 
     @classmethod
     def for_problem(cls, problem: Problem) -> "GuardedOutput":
-        s, dtype = problem.shape, problem.fmt.out_dtype
+        """The guarded output of a single-output problem."""
+        return cls.like(problem.c)
+
+    @classmethod
+    def like(cls, out: torch.Tensor) -> "GuardedOutput":
+        """A guarded, poisoned [rows, cols, L] output laid out as `out` (a view of a contiguous (L, rows, cols))."""
+        rows, cols, l = out.shape
+        dtype = out.dtype
         size = torch.empty((), dtype=dtype).element_size()
         guard = GUARD_BYTES // size
-        n = s.l * s.m * s.n
+        n = l * rows * cols
         # The CPU allocator aligns to 64 bytes only: over-allocate and start c on a 256-byte boundary (TMA and
         # vector stores want 16-128), as the CUDA caching allocator would place a fresh tensor.
-        raw = torch.empty(guard + n + guard + ALIGN_BYTES // size, dtype=dtype, device=problem.c.device)
+        raw = torch.empty(guard + n + guard + ALIGN_BYTES // size, dtype=dtype, device=out.device)
         skip = (-(raw.data_ptr() + guard * size) % ALIGN_BYTES) // size
         buffer = raw[skip:skip + guard + n + guard]
         _bits(buffer).fill_(_signed(GUARD_PATTERN[dtype], size))
         buffer[guard:guard + n].fill_(float("nan"))
-        c = buffer[guard:guard + n].view(s.l, s.m, s.n).permute(1, 2, 0)
+        c = buffer[guard:guard + n].view(l, rows, cols).permute(1, 2, 0)
         return cls(buffer, guard, c)
 
     def violation(self) -> str | None:
@@ -109,18 +117,35 @@ def _signed(pattern: int, size: int) -> int:
     return pattern - (1 << bits) if pattern >= 1 << (bits - 1) else pattern
 
 
-def _inputs(data: tuple) -> list[tuple[str, torch.Tensor]]:
-    return [(name, t) for name, t in zip(INPUT_NAMES, data[:6]) if isinstance(t, torch.Tensor)]
+def _inputs(data, kind: str = GEMM) -> list[tuple[str, torch.Tensor]]:
+    return kind_spec(kind).inputs(data)
 
 
-def snapshot_inputs(data: tuple) -> list[tuple[str, torch.Tensor]]:
-    return [(name, t.detach().clone()) for name, t in _inputs(data)]
+def _tensors(out) -> list:
+    """A kernel's returned value as a list (a grouped kernel returns one)."""
+    return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-def modified_inputs(data: tuple, snapshot: list[tuple[str, torch.Tensor]]) -> list[str]:
+def as_one_tensor(out) -> torch.Tensor | None:
+    """A returned value as one tensor, a list's tensors flattened and joined (None if any entry is not one)."""
+    parts = _tensors(out)
+    if not parts or not all(isinstance(t, torch.Tensor) for t in parts):
+        return None
+    if len(parts) == 1 and not isinstance(out, (list, tuple)):
+        return parts[0]
+    if len({(t.dtype, t.device) for t in parts}) != 1:
+        return None
+    return torch.cat([t.detach().reshape(-1) for t in parts])
+
+
+def snapshot_inputs(data, kind: str = GEMM) -> list[tuple[str, torch.Tensor]]:
+    return [(name, t.detach().clone()) for name, t in _inputs(data, kind)]
+
+
+def modified_inputs(data, snapshot: list[tuple[str, torch.Tensor]], kind: str = GEMM) -> list[str]:
     """Names of the inputs whose bits differ from the snapshot, with how many elements changed."""
     changed = []
-    for (name, t), (_, before) in zip(_inputs(data), snapshot):
+    for (name, t), (_, before) in zip(_inputs(data, kind), snapshot):
         n = int((_bits(t) != _bits(before)).sum())
         if n:
             changed.append(f"{name} ({n} element(s))")
@@ -132,16 +157,17 @@ def _storage_range(t: torch.Tensor) -> tuple[torch.device, int, int]:
     return t.device, storage.data_ptr(), storage.data_ptr() + storage.nbytes()
 
 
-def aliased_inputs(out, data: tuple) -> list[str]:
-    """Names of the inputs whose memory the returned tensor shares."""
-    if not isinstance(out, torch.Tensor) or out.numel() == 0:
-        return []
-    dev, lo, hi = _storage_range(out)
+def aliased_inputs(out, data, kind: str = GEMM) -> list[str]:
+    """Names of the inputs whose memory the returned tensor (any of a returned list) shares."""
     hits = []
-    for name, t in _inputs(data):
-        tdev, tlo, thi = _storage_range(t)
-        if tdev == dev and lo < thi and tlo < hi:
-            hits.append(name)
+    for o in _tensors(out):
+        if not isinstance(o, torch.Tensor) or o.numel() == 0:
+            continue
+        dev, lo, hi = _storage_range(o)
+        for name, t in _inputs(data, kind):
+            tdev, tlo, thi = _storage_range(t)
+            if tdev == dev and lo < thi and tlo < hi and name not in hits:
+                hits.append(name)
     return hits
 
 
@@ -151,7 +177,7 @@ class CheckedRun:
 
     check: CheckResult
     findings: list[Finding] = field(default_factory=list)
-    output: torch.Tensor | None = None   # a copy of what the kernel returned (when it returned a tensor)
+    output: torch.Tensor | None = None   # a copy of what the kernel returned (a list's tensors joined in one)
 
     @property
     def fatal(self) -> Finding | None:
@@ -180,30 +206,36 @@ def checked_run(fn, problem: Problem, expected: Expected, synchronize) -> Checke
     `expected` is the [M, N, L] reference with its allowance; `synchronize()` waits for the device.
     Exceptions from `fn` propagate.
     """
-    guarded = GuardedOutput.for_problem(problem)
-    data = problem.with_c(guarded.c).data
-    before = snapshot_inputs(data)
+    kind = problem.kind
+    guards = [GuardedOutput.like(c) for c in problem.spec.outputs(problem.data)]
+    data = problem.with_outputs([g.c for g in guards]).data
+    before = snapshot_inputs(data, kind)
     out = fn(data)
     synchronize()
     findings = []
-    aliased = aliased_inputs(out, data)
+    aliased = aliased_inputs(out, data, kind)
     if aliased:
         findings.append(Finding(ALIASES_INPUT, f"returned tensor shares memory with input {', '.join(aliased)}"))
-    changed = modified_inputs(data, before)
+    changed = modified_inputs(data, before, kind)
     if changed:
         findings.append(Finding(MODIFIES_INPUTS, f"kernel changed its input {', '.join(changed)}"))
-    outside = guarded.violation()
+    outside = [(g, v) for g, v in enumerate(guard.violation() for guard in guards) if v]
     if outside:
-        findings.append(Finding(OUT_OF_BOUNDS, f"kernel wrote outside its output: {outside}"))
+        where = "; ".join(v if len(guards) == 1 else f"group {g}: {v}" for g, v in outside)
+        findings.append(Finding(OUT_OF_BOUNDS, f"kernel wrote outside its output: {where}"))
     check = check_output(out, expected.values, problem.fmt.out_dtype, allowance=expected.allowance)
-    copy = out.detach().clone() if isinstance(out, torch.Tensor) else None
+    joined = as_one_tensor(out)
+    copy = None if joined is None else joined.detach().clone()
     return CheckedRun(check, findings, copy)
 
 
-def cached_output(earlier: CheckedRun, later: CheckedRun, ref_earlier: torch.Tensor,
-                  ref_later: torch.Tensor) -> Finding | None:
-    """A finding when two different problems got bitwise-identical outputs although their references differ."""
+def cached_output(earlier: CheckedRun, later: CheckedRun, ref_earlier, ref_later) -> Finding | None:
+    """A finding when two different problems got bitwise-identical outputs although their references differ
+    (a grouped problem's references are lists)."""
     a, b = earlier.output, later.output
+    ref_earlier, ref_later = as_one_tensor(ref_earlier), as_one_tensor(ref_later)
+    if ref_earlier is None or ref_later is None or ref_earlier.shape != ref_later.shape:
+        return None
     if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
         return None
     if not torch.equal(_bits(a), _bits(b)):

@@ -13,7 +13,8 @@ Stages, each a small function; a stage that ends the case raises `CaseEnded(stat
            kernel cannot be captured (noted in the record).
   re-check one more guarded call on fresh inputs after timing: a kernel that turns stale after its first
            calls fails here, and its timing is dropped.
-`verify` is a run whose spec has no timing options: load and check only.
+`verify` is a run whose spec has no timing options: load and check only. Every stage works for every problem
+kind (`spec.problem`; fp4bench.problem.KindSpec): inputs, outputs, references and sizes come from the kind.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from .case import CaseRecord, CaseSpec, CaseStatus, kernel_label, one_line
 from .checking import CheckResult
 from .formats import GemmFormat
 from .kernels.base import Kernel, RunFn
-from .problem import GEMM, Problem, Shape, generate, min_bytes
+from .problem import GEMM, Problem, Shape, generate, kind_spec, min_bytes
 from .reference import Expected, expected_output
 
 # Bytes per output element that check_output's float64 temporaries take (expected, got, diff, allowed, rel,
 # masks) and that the float32 references take (this seed's and the previous one, for the cache check, each
 # with its accumulation allowance).
 CHECK_BYTES_PER_OUTPUT = 6 * 8 + 4 * 4
+# Math paths whose tensor cores do not add in full fp32: Hopper's fp8 MMA keeps about 14 bits of its
+# accumulator's mantissa, so exact data does not make its sums exact.
+REDUCED_PRECISION_ACCUMULATION = {"fp8"}
 
 
 class CaseEnded(Exception):
@@ -47,19 +51,20 @@ class CaseEnded(Exception):
         self.status, self.reason, self.findings = status, reason, findings or []
 
 
-def case_bytes(shape: Shape, fmt: GemmFormat) -> int:
+def case_bytes(shape: Shape, fmt: GemmFormat, kind: str = GEMM) -> int:
     """Estimated peak memory of checking one shape: what `check_case` holds at once, to refuse hopeless sizes.
 
     Inputs three times (the tensors, the blocked scale copies, the integrity snapshot), four outputs (the
     generated c, the guarded c, two kept copies), the checker's temporaries, and the float32 dequantized
     operands of one batch twice (the codec's intermediate and its result).
     """
-    s = shape
-    elements = s.m * s.n * s.l
-    inputs = (fmt.a.bytes_for(s.m, s.k) + fmt.b.bytes_for(s.n, s.k)) * s.l
+    spec = kind_spec(kind)
+    elements = spec.output_elements(shape)
     out = elements * torch.empty((), dtype=fmt.out_dtype).element_size()
-    dequantized = 2 * 4 * (s.m + s.n) * s.k
-    return 3 * inputs + 4 * out + 2 * integrity.GUARD_BYTES + CHECK_BYTES_PER_OUTPUT * elements + dequantized
+    inputs = min_bytes(shape, fmt, kind) - out
+    dequantized = 2 * 4 * spec.operand_elements(shape)
+    guards = 2 * integrity.GUARD_BYTES * len(shape.groups)
+    return 3 * inputs + 4 * out + guards + CHECK_BYTES_PER_OUTPUT * elements + dequantized
 
 
 # On a CPU, dequantizing one operand element (codec, float32 expansion, reference and baselines each do it)
@@ -67,11 +72,11 @@ def case_bytes(shape: Shape, fmt: GemmFormat) -> int:
 CPU_DEQUANT_FLOPS_PER_ELEMENT = 256
 
 
-def cpu_work_gflop(shape: Shape) -> float:
-    """A case's work on a CPU in GFLOP: the GEMM plus dequantizing both operands (which dominates at small M:
+def cpu_work_gflop(shape: Shape, kind: str = GEMM) -> float:
+    """A case's work on a CPU in GFLOP: the GEMMs plus dequantizing their operands (which dominates at small M:
     a decode shape of 1 x 7168 x 16384 is 0.2 GFLOP of GEMM but 117 M weight elements)."""
-    elements = (shape.m + shape.n) * shape.k * shape.l
-    return (shape.flops + CPU_DEQUANT_FLOPS_PER_ELEMENT * elements) / 1e9
+    spec = kind_spec(kind)
+    return (spec.flops(shape) + CPU_DEQUANT_FLOPS_PER_ELEMENT * spec.operand_elements(shape)) / 1e9
 
 
 def synchronize(target: Target) -> None:
@@ -96,9 +101,20 @@ class CheckOutcome:
     problem: Problem | None = None   # the first checked input (prepare saw it)
 
 
+def fp32_accumulation(kernel: Kernel, fmt: GemmFormat) -> bool:
+    """Whether the kernel's math path adds in full fp32 (the premise of the zero allowance where exact fp32
+    accumulation is guaranteed, fp4bench.reference): not Hopper's fp8 tensor cores, whose accumulator keeps
+    fewer bits."""
+    from .sol import math_path_of
+
+    return math_path_of(kernel, fmt) not in REDUCED_PRECISION_ACCUMULATION
+
+
 def expected_for(kernel: Kernel | None, problem: Problem) -> Expected:
-    """The reference of `problem`, its allowance widened by the kernel's declared approximation (if any)."""
-    expected = expected_output(problem)
+    """The reference of `problem` with the allowance `kernel` gets: none where exact fp32 accumulation is
+    guaranteed and the kernel adds in fp32 (fp4bench.reference), widened by the kernel's declared
+    approximation (if any)."""
+    expected = expected_output(problem, kernel is None or fp32_accumulation(kernel, problem.fmt))
     extra = kernel.approximation_allowance(problem) if kernel is not None else None
     if extra is None:
         return expected
@@ -117,7 +133,8 @@ def check_once(fn, problem: Problem, target: Target, kernel: Kernel | None = Non
     return checked_call(fn, problem, target, expected_for(kernel, problem)).to_check_result()
 
 
-def check_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, seeds: list[int]) -> CheckOutcome:
+def check_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, seeds: list[int],
+               kind: str = GEMM) -> CheckOutcome:
     """Check `kernel` on `shape` for every seed; the first failing seed decides the outcome.
 
     Every call is guarded (fp4bench.integrity). Outputs of consecutive seeds are compared to catch a cache
@@ -126,10 +143,10 @@ def check_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, se
     """
     probe_seeds = list(seeds) if len(seeds) > 1 else [seeds[0], shape.with_seed(seeds[0]).seeds(1, start=1)[0]]
     # Asked before any input is drawn: most skips (another GPU, no toolchain) need none.
-    reason = kernel.unsupported_reason(GEMM, fmt.name, target)
+    reason = kernel.unsupported_reason(kind, fmt.name, target)
     if reason:
         return CheckOutcome(CaseStatus.SKIP, reason)
-    first = generate(shape.with_seed(probe_seeds[0]), fmt, target.torch_device)
+    first = generate(shape.with_seed(probe_seeds[0]), fmt, target.torch_device, kind)
     reason = kernel.can_implement(first)
     if reason:
         return CheckOutcome(CaseStatus.SKIP, reason)
@@ -141,7 +158,7 @@ def check_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, se
     kept: tuple[integrity.CheckedRun, Expected] | None = None
     previous: tuple[integrity.CheckedRun, torch.Tensor] | None = None
     for seed in probe_seeds:
-        problem = first if seed == probe_seeds[0] else generate(shape.with_seed(seed), fmt, target.torch_device)
+        problem = first if seed == probe_seeds[0] else generate(shape.with_seed(seed), fmt, target.torch_device, kind)
         expected = expected_for(kernel, problem)
         try:
             run = checked_call(fn, problem, target, expected)
@@ -158,13 +175,14 @@ def check_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, se
                                 [str(f) for f in run.findings])
         previous = (run, expected.values)
         kept = kept or (run, expected)
-    return _determinism_rerun(fn, shape.with_seed(probe_seeds[0]), fmt, target, kept, outcome)
+    return _determinism_rerun(fn, first.shape, fmt, target, kept, outcome, kind)
 
 
-def _determinism_rerun(fn, shape: Shape, fmt: GemmFormat, target: Target, first, outcome: CheckOutcome) -> CheckOutcome:
+def _determinism_rerun(fn, shape: Shape, fmt: GemmFormat, target: Target, first, outcome: CheckOutcome,
+                       kind: str = GEMM) -> CheckOutcome:
     """Run the first input again (regenerated: same seed, same data) and record the run-to-run difference."""
     first_run, first_expected = first
-    problem = generate(shape, fmt, target.torch_device)
+    problem = generate(shape, fmt, target.torch_device, kind)
     try:
         again = checked_call(fn, problem, target, first_expected)
     except Exception as e:
@@ -172,6 +190,8 @@ def _determinism_rerun(fn, shape: Shape, fmt: GemmFormat, target: Target, first,
     if not again.passed:
         return CheckOutcome(CaseStatus.FAIL, f"second run on the same input (seed {shape.seed}) failed: "
                                              f"{again.reason()}", outcome.check, [str(f) for f in again.findings])
+    if first_run.output is None or again.output is None:
+        return outcome
     diff, note = integrity.nondeterminism_finding(first_run.output, again.output)
     outcome.run_to_run_diff = diff
     if note is not None:
@@ -210,16 +230,17 @@ def _load(case: _Case) -> None:
 
     spec = case.spec
     try:
-        case.kernel = get_kernel(spec.kernel)
+        case.kernel = get_kernel(spec.kernel, spec.problem)
         case.target = current_target(spec.device, spec.gpu)
     except Exception as e:  # unknown kernel, unloadable file, missing GPU: one line in the record
         raise CaseEnded(CaseStatus.ERROR, one_line(e)) from None
     if case.target.device == "cuda":
         torch.cuda.set_device(case.target.torch_device)
     ceilings = Ceilings.from_dict(spec.ceilings) if spec.ceilings else None
-    case.values["sol"] = estimate(spec.shape, case.fmt, math_path_of(case.kernel, case.fmt), ceilings).to_dict()
+    case.values["sol"] = estimate(spec.shape, case.fmt, math_path_of(case.kernel, case.fmt), ceilings,
+                                  spec.problem).to_dict()
     limit = spec.timing.cpu_max_gflop if spec.timing is not None else None
-    work = cpu_work_gflop(spec.shape)
+    work = cpu_work_gflop(spec.shape, spec.problem)
     if (case.target.device == "cpu" and limit is not None and work > limit
             and not case.kernel.unavailable_reason(case.target)):
         raise CaseEnded(CaseStatus.SKIP, f"{work:.1f} GFLOP of work (the GEMM and dequantizing its operands) is "
@@ -229,7 +250,8 @@ def _load(case: _Case) -> None:
 
 def _check(case: _Case) -> CheckOutcome:
     spec = case.spec
-    outcome = check_case(case.kernel, spec.shape, case.fmt, case.target, spec.shape.seeds(spec.check_seeds))
+    outcome = check_case(case.kernel, spec.shape, case.fmt, case.target, spec.shape.seeds(spec.check_seeds),
+                         spec.problem)
     case.values["check"] = outcome.check.to_dict() if outcome.check is not None else None
     if outcome.status != CaseStatus.PASS:
         raise CaseEnded(outcome.status, outcome.reason, outcome.findings)
@@ -247,9 +269,9 @@ def _timing_inputs(case: _Case) -> list[Problem]:
         n_sets = 2
         if opts.mode == MODE_GRAPH and case.target.device == "cuda":
             # The flush cannot sit between replayed calls: rotate among enough inputs to exceed L2 instead.
-            n_sets = input_sets_for_cold_l2(min_bytes(spec.shape, case.fmt), spec.l2_bytes)
+            n_sets = input_sets_for_cold_l2(min_bytes(spec.shape, case.fmt, spec.problem), spec.l2_bytes)
     seeds = spec.shape.seeds(n_sets, start=max(spec.check_seeds, 2))
-    return [generate(spec.shape.with_seed(s), case.fmt, case.target.torch_device) for s in seeds]
+    return [generate(spec.shape.with_seed(s), case.fmt, case.target.torch_device, spec.problem) for s in seeds]
 
 
 def _measure(case: _Case, fn: RunFn, inputs: list[tuple]):
@@ -341,7 +363,7 @@ def _time(case: _Case, checked: CheckOutcome) -> None:
     del problems
     try:
         recheck = check_once(fn, generate(case.spec.shape.with_seed(fresh_seed), case.fmt,
-                                          case.target.torch_device), case.target, case.kernel)
+                                          case.target.torch_device, case.spec.problem), case.target, case.kernel)
     except Exception as e:
         raise CaseEnded(CaseStatus.ERROR, f"re-check after timing: {one_line(e)}") from None
     if not recheck.passed:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .case import CaseRecord, CaseStatus
-from .report import geometric_mean, shape_label, speedups
+from .report import geometric_mean, shape_label, speedups, table_name
 from .results import atomic_write
 from .sol import RATE_FOR_PATH, Ceilings
 
@@ -165,7 +165,7 @@ def panels_of(doc: dict) -> list[Panel]:
     cases = doc["cases"]
     groups: OrderedDict[tuple, list[int]] = OrderedDict()
     for i, c in enumerate(cases):
-        groups.setdefault((device_of(doc, c), c.format), []).append(i)
+        groups.setdefault((device_of(doc, c), table_name(c)), []).append(i)
     several = len({device for device, _ in groups}) > 1
     return [Panel(f"{fmt} on {device}" if several else fmt, device, fmt, idxs)
             for (device, fmt), idxs in groups.items()]
@@ -311,7 +311,8 @@ def _label_m_clusters(ax, timed: list[CaseRecord], xs: list[float], x_lo: float,
     decode-sized points from the prefill-sized ones. Labels closer than a tenth of the axis are merged."""
     by_m: dict[int, list[float]] = {}
     for c, x in zip(timed, xs):
-        by_m.setdefault(c.shape.m, []).append(x)
+        # A grouped case by its total M (the groups' rows together).
+        by_m.setdefault(sum(c.shape.m) if c.shape.grouped else c.shape.m, []).append(x)
     groups: list[tuple[list[int], list[float]]] = []
     for m in sorted(by_m):
         x = statistics.median(by_m[m])

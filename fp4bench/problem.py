@@ -13,14 +13,26 @@ occur). Other formats follow the same layout with their own draws (NVFP4 scales 
 over the non-NaN e4m3 bytes. A dense bf16 operand (W4A16) is standard normal and has no scale tensors
 (None in their slots). Same seed, same device -> same data.
 
-A `Problem` is what a kernel is handed: the problem kind (today "gemm", the competition's nvfp4_gemm
-semantics generalised to every format), its format from the registry, its shape and the input tuple.
-Kernels read format facts from `problem.fmt` and sizes from `problem.shape`, never from tensor dtypes.
+A `Problem` is what a kernel is handed: the problem kind, its format from the registry, its shape and the
+input structure. Kernels read format facts from `problem.fmt` and sizes from `problem.shape`, never from
+tensor dtypes.
+
+Problem kinds (`PROBLEM_KINDS`; `kind_spec(name)` holds what differs between them):
+  gemm        C = A·Bᵀ per batch: the competition's nvfp4_gemm, generalised to every GEMM format.
+  gemv        the competition's nvfp4_gemv: the 7-tuple above with b and sfb padded to 128 rows, of which
+              only row 0 (the vector) counts; c is [M, 1, L]. Shape(m, 1, k, l).
+  dual_gemm   the competition's nvfp4_dual_gemm: (a, b1, b2, sfa, sfb1, sfb2, sfa_perm, sfb1_perm, sfb2_perm, c),
+              output silu(A·B1ᵀ)·(A·B2ᵀ), computed in fp32 and rounded to fp16 [M, N, L].
+  group_gemm  the competition's nvfp4_group_gemm: ([(a, b, c)], [(sfa, sfb)], [(sfa_perm, sfb_perm)],
+              [(m, n, k, 1)]); the output is the list of the groups' c. Shape(m, n, k) holds one tuple per
+              size, a group's entry at its index (L = 1), so a grouped case stays one hashable Shape.
+The three competition-only kinds exist in the "nvfp4" format alone; their inputs are the competition's bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import torch
 
@@ -45,19 +57,42 @@ PROBLEM_KINDS = (GEMM, GEMV, DUAL_GEMM, GROUP_GEMM)
 
 @dataclass(frozen=True, order=True)
 class Shape:
-    m: int
-    n: int
-    k: int
+    """M, N, K, L and the seed of one case; a grouped case holds tuples of per-group m, n and k (L = 1)."""
+
+    m: int | tuple[int, ...]
+    n: int | tuple[int, ...]
+    k: int | tuple[int, ...]
     l: int = 1
     seed: int = 1111
 
+    def __post_init__(self):
+        # Lists (from YAML or JSON) become tuples, so that a grouped shape stays hashable.
+        for name in ("m", "n", "k"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
+    @property
+    def grouped(self) -> bool:
+        return isinstance(self.m, tuple)
+
+    @property
+    def groups(self) -> list[tuple[int, int, int]]:
+        """(m, n, k) of each GEMM of the case: one for a plain shape."""
+        if self.grouped:
+            return list(zip(self.m, self.n, self.k))
+        return [(self.m, self.n, self.k)]
+
     def __str__(self) -> str:
+        if self.grouped:
+            return grouped_label(self)
         s = f"{self.m}x{self.n}x{self.k}"
         return s if self.l == 1 else f"{s}x{self.l}"
 
     @property
     def flops(self) -> int:
-        return 2 * self.m * self.n * self.k * self.l
+        """2·M·N·K·L summed over the groups: one GEMM's worth per group."""
+        return sum(2 * m * n * k * self.l for m, n, k in self.groups)
 
     def with_seed(self, seed: int) -> "Shape":
         return Shape(self.m, self.n, self.k, self.l, seed)
@@ -67,15 +102,33 @@ class Shape:
         return [self.seed + SEED_STRIDE * i for i in range(start, start + count)]
 
 
-def min_bytes(shape: Shape, fmt: GemmFormat) -> int:
-    """Bytes a kernel must move at least: A, B and their scales read once, C written once."""
-    out_bytes = shape.m * shape.n * shape.l * torch.empty((), dtype=fmt.out_dtype).element_size()
-    return (fmt.a.bytes_for(shape.m, shape.k) + fmt.b.bytes_for(shape.n, shape.k)) * shape.l + out_bytes
+def _common(values: tuple[int, ...]) -> str:
+    return str(values[0]) if len(set(values)) == 1 else "*"
+
+
+def grouped_label(shape: Shape) -> str:
+    """'g8 M1024 N4096 K7168': the group count, the groups' total M, and their N and K ('*' where the groups
+    differ). Short enough for a table within 100 columns; the results JSON and CSV have every group's sizes."""
+    return f"g{len(shape.m)} M{sum(shape.m)} N{_common(shape.n)} K{_common(shape.k)}"
+
+
+def _dtype_bytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def min_bytes(shape: Shape, fmt: GemmFormat, kind: str = GEMM) -> int:
+    """Bytes a kernel must move at least: A, every B and their scales read once, C written once (per group)."""
+    spec = kind_spec(kind)
+    total = 0
+    for m, n, k in shape.groups:
+        total += (fmt.a.bytes_for(m, k) + spec.b_operands * fmt.b.bytes_for(n, k)) * shape.l
+        total += m * n * shape.l * _dtype_bytes(fmt.out_dtype)
+    return total
 
 
 @dataclass
 class Problem:
-    """One problem instance: kind, format, shape and the competition-style input tuple `data`."""
+    """One problem instance: kind, format, shape and the competition-style input structure `data`."""
 
     shape: Shape
     fmt: GemmFormat
@@ -101,10 +154,112 @@ class Problem:
 
     @property
     def c(self):
-        return self.data[6]
+        """The output tensor of a single-output kind (every kind but group_gemm)."""
+        if self.kind == GROUP_GEMM:
+            raise AttributeError("a group_gemm problem has a list of outputs: use problem.spec.outputs(data)")
+        return self.spec.outputs(self.data)[0]
+
+    @property
+    def spec(self) -> "KindSpec":
+        return kind_spec(self.kind)
+
+    def with_outputs(self, outputs: list[torch.Tensor]) -> "Problem":
+        return Problem(self.shape, self.fmt, self.spec.with_outputs(self.data, outputs), self.device, self.kind)
 
     def with_c(self, c: torch.Tensor) -> "Problem":
-        return Problem(self.shape, self.fmt, self.data[:6] + (c,), self.device, self.kind)
+        return self.with_outputs([c])
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """What differs between problem kinds: the input structure, where the outputs sit, how many B operands.
+
+    `competition`: the competition problem of the kind (fp4bench.competition); `formats`: the GEMM formats it
+    exists in (None: every one). `output_slot`: the index of c in a tuple-shaped input (None: group_gemm,
+    whose outputs are the third entry of each group's (a, b, c)). `input_names`: the names of the entries
+    before c, for integrity findings."""
+
+    name: str
+    competition: str
+    formats: tuple[str, ...] | None
+    b_operands: int
+    output_slot: int | None
+    input_names: tuple[str, ...]
+
+    def outputs(self, data) -> list[torch.Tensor]:
+        if self.output_slot is None:
+            return [c for _, _, c in data[0]]
+        return [data[self.output_slot]]
+
+    def with_outputs(self, data, outputs: list[torch.Tensor]):
+        if self.output_slot is None:
+            return ([(a, b, c) for (a, b, _), c in zip(data[0], outputs)],) + tuple(data[1:])
+        (c,) = outputs
+        return data[:self.output_slot] + (c,) + data[self.output_slot + 1:]
+
+    def result(self, outputs: list[torch.Tensor]):
+        """What a kernel of this kind returns, made of its output tensors: the list for group_gemm."""
+        return list(outputs) if self.output_slot is None else outputs[0]
+
+    def inputs(self, data) -> list[tuple[str, torch.Tensor]]:
+        """Every input tensor with its name (outputs excluded)."""
+        if self.output_slot is None:
+            named = []
+            for g, ((a, b, _), scales, permuted) in enumerate(zip(data[0], data[1], data[2])):
+                group = zip(self.input_names, (a, b, *scales, *permuted))
+                named += [(f"{name}[{g}]", t) for name, t in group]
+            return named
+        return [(name, t) for name, t in zip(self.input_names, data[:self.output_slot])
+                if isinstance(t, torch.Tensor)]
+
+    def operand_elements(self, shape: Shape) -> int:
+        """Logical operand elements (A and every B) the reference dequantizes: GEMV's B is one row."""
+        return sum((m + self.b_operands * n) * k * shape.l for m, n, k in shape.groups)
+
+    def output_elements(self, shape: Shape) -> int:
+        return sum(m * n * shape.l for m, n, _ in shape.groups)
+
+    def flops(self, shape: Shape) -> int:
+        """2·M·N·K·L per GEMM: a dual GEMM is two, a grouped case the sum over its groups."""
+        return self.b_operands * shape.flops
+
+
+_GEMM_INPUTS = ("a", "b", "sfa", "sfb", "sfa_permuted", "sfb_permuted")
+KIND_SPECS = MappingProxyType({spec.name: spec for spec in (
+    KindSpec(GEMM, "nvfp4_gemm", None, 1, 6, _GEMM_INPUTS),
+    KindSpec(GEMV, "nvfp4_gemv", (COMPETITION_FORMAT,), 1, 6, _GEMM_INPUTS),
+    KindSpec(DUAL_GEMM, "nvfp4_dual_gemm", (COMPETITION_FORMAT,), 2, 9,
+             ("a", "b1", "b2", "sfa", "sfb1", "sfb2", "sfa_permuted", "sfb1_permuted", "sfb2_permuted")),
+    KindSpec(GROUP_GEMM, "nvfp4_group_gemm", (COMPETITION_FORMAT,), 1, None, _GEMM_INPUTS),
+)})
+# --problem names: the competition's problem names, and the kinds' own.
+PROBLEM_NAMES = MappingProxyType({**{s.competition: s.name for s in KIND_SPECS.values()},
+                                  **{s.name: s.name for s in KIND_SPECS.values()}})
+
+
+def kind_spec(kind: str) -> KindSpec:
+    try:
+        return KIND_SPECS[kind]
+    except KeyError:
+        raise KeyError(f"unknown problem kind {kind!r}; known: {', '.join(KIND_SPECS)}") from None
+
+
+def problem_kind(name: str) -> str:
+    """The kind of a --problem name ('nvfp4_gemv' or 'gemv'); KeyError naming the known ones."""
+    try:
+        return PROBLEM_NAMES[name.lower()]
+    except KeyError:
+        known = ", ".join(s.competition for s in KIND_SPECS.values())
+        raise KeyError(f"unknown problem {name!r}; known: {known}") from None
+
+
+def unsupported_format(kind: str, fmt: GemmFormat) -> str | None:
+    """Why this kind has no problems in this format, or None."""
+    spec = kind_spec(kind)
+    if spec.formats is None or fmt.name in spec.formats:
+        return None
+    return (f"the {spec.competition} problem exists only in format {', '.join(spec.formats)}, "
+            f"not {fmt.name}")
 
 
 def _random_elements(fmt: OperandFormat, rows: int, k: int, l: int, device) -> torch.Tensor:
@@ -145,20 +300,45 @@ def assemble(shape: Shape, fmt: GemmFormat, a, b, sfa, sfb, c, device) -> Proble
     return Problem(shape, fmt, (a, b, sfa, sfb, sfa_perm, sfb_perm, c), torch.device(device))
 
 
-def validate_shape(shape: Shape, fmt: GemmFormat) -> str | None:
-    """Why this shape is not a legal problem of this format, or None."""
-    for name in ("m", "n", "k", "l"):
-        v = getattr(shape, name)
+def validate_shape(shape: Shape, fmt: GemmFormat, kind: str = GEMM) -> str | None:
+    """Why this shape is not a legal problem of this kind and format, or None."""
+    reason = unsupported_format(kind, fmt)
+    if reason:
+        return reason
+    if shape.grouped != (kind == GROUP_GEMM):
+        return ("a group_gemm case has lists of per-group m, n and k" if kind == GROUP_GEMM
+                else f"a {kind} case has single m, n and k, not per-group lists")
+    sizes = {name: getattr(shape, name) for name in ("m", "n", "k", "l")}
+    if shape.grouped:
+        if not shape.m or not len(shape.m) == len(shape.n) == len(shape.k):
+            return f"m, n and k need one entry per group, got {len(shape.m)}, {len(shape.n)} and {len(shape.k)}"
+        if shape.l != 1:
+            return f"a grouped case has L = 1, got {shape.l}"
+        sizes = {f"{name}[{g}]": v for name in ("m", "n", "k") for g, v in enumerate(getattr(shape, name))}
+    for name, v in sizes.items():
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             return f"{name} must be a positive integer, got {v!r}"
-    if shape.k % fmt.k_multiple:
-        return f"K={shape.k} is not a multiple of {fmt.k_multiple} (the {fmt.name} block size)"
+    if kind == GEMV and shape.n != 1:
+        return f"a GEMV case has N = 1, got {shape.n}"
+    for _, _, k in shape.groups:
+        if k % fmt.k_multiple:
+            return f"K={k} is not a multiple of {fmt.k_multiple} (the {fmt.name} block size)"
     return None
 
 
-def generate(shape: Shape, fmt: GemmFormat, device: str | torch.device = "cpu") -> Problem:
-    """Random problem of `fmt` at `shape`, drawn with torch.manual_seed(shape.seed) on `device`."""
-    reason = validate_shape(shape, fmt)
+def _competition_case(shape: Shape, kind: str) -> dict:
+    """The competition's task.yml case of a shape (its keys: fp4bench.competition.CASE_KEYS)."""
+    from .competition import CASE_KEYS
+
+    values = {"m": shape.m, "n": shape.n, "k": shape.k, "l": shape.l, "seed": shape.seed}
+    if shape.grouped:
+        values.update(m=list(shape.m), n=list(shape.n), k=list(shape.k), g=len(shape.m))
+    return {key: values[key] for key in CASE_KEYS[kind_spec(kind).competition]}
+
+
+def generate(shape: Shape, fmt: GemmFormat, device: str | torch.device = "cpu", kind: str = GEMM) -> Problem:
+    """Random problem of `kind` in `fmt` at `shape`, drawn with torch.manual_seed(shape.seed) on `device`."""
+    reason = validate_shape(shape, fmt, kind)
     if reason:
         raise ValueError(reason)
     device = torch.device(device)
@@ -166,8 +346,8 @@ def generate(shape: Shape, fmt: GemmFormat, device: str | torch.device = "cpu") 
     if fmt.name == COMPETITION_FORMAT:
         from .competition import generate_input
 
-        data = generate_input("nvfp4_gemm", device=device, m=m, n=n, k=k, l=l, seed=shape.seed)
-        return Problem(shape, fmt, data, device)
+        data = generate_input(kind_spec(kind).competition, device=device, **_competition_case(shape, kind))
+        return Problem(shape, fmt, data, device, kind)
     torch.manual_seed(shape.seed)
     a = _random_elements(fmt.a, m, k, l, device)
     b = _random_elements(fmt.b, n, k, l, device)
@@ -177,8 +357,12 @@ def generate(shape: Shape, fmt: GemmFormat, device: str | torch.device = "cpu") 
     return assemble(shape, fmt, a, b, sfa, sfb, c, device)
 
 
+def empty_like_output(c: torch.Tensor) -> torch.Tensor:
+    """A NaN-filled tensor laid out as the competition's outputs: [rows, cols, L] of a contiguous (L, rows, cols)."""
+    rows, cols, l = c.shape
+    return torch.full((l, rows, cols), float("nan"), dtype=c.dtype, device=c.device).permute(1, 2, 0)
+
+
 def poison_output(problem: Problem) -> Problem:
-    """The same problem with c filled with NaN, so that any element a kernel leaves unwritten fails."""
-    c = torch.full((problem.shape.l, problem.shape.m, problem.shape.n), float("nan"),
-                   dtype=problem.fmt.out_dtype, device=problem.c.device).permute(1, 2, 0)
-    return problem.with_c(c)
+    """The same problem with every output filled with NaN, so that any element a kernel leaves unwritten fails."""
+    return problem.with_outputs([empty_like_output(c) for c in problem.spec.outputs(problem.data)])

@@ -1,6 +1,8 @@
 """Rendering results: one table per format, CSV and markdown, within 100 columns unless asked to be wide.
 
-Each table has one row per (kernel, shape) in run order and, after each kernel's rows, a geometric-mean row
+There is one table per format of the GEMM, and one per other problem kind (named after the competition's
+problem, e.g. nvfp4_gemv: those exist in nvfp4 alone; `table_name`). Each table has one row per (kernel, shape)
+in run order and, after each kernel's rows, a geometric-mean row
 over the shapes that kernel passed and was timed on (only over the cells that have a value: speedup and
 % of SOL are averaged over the shapes that have them). Speedup = the baseline's median / the kernel's median on
 the same shape. By default (`render_tables`): failures come first with their reasons, the tables hold the
@@ -22,7 +24,7 @@ import textwrap
 from tabulate import tabulate
 
 from .case import CaseRecord, CaseStatus
-from .problem import Shape
+from .problem import GEMM, KIND_SPECS, Shape
 
 COLUMNS = ("kernel", "shape", "status", "median us", "TFLOP/s", "GB/s", "% SOL", "speedup", "detail")
 WIDTH = 100
@@ -41,8 +43,18 @@ def geometric_mean(values) -> float | None:
 
 
 def shape_label(shape: Shape) -> str:
-    """A record's shape as 'MxNxK[xL]' (the text of `Shape`, without the seed)."""
+    """A record's shape as 'MxNxK[xL]' (the text of `Shape`, without the seed); a grouped case as
+    'g8 M1024 N4096 K7168' (groups, total M, N and K or their range)."""
     return str(shape)
+
+
+def table_name(case: CaseRecord) -> str:
+    """The table a case belongs to: its format for the GEMM, the competition's problem name for the other kinds
+    (with the format when it is not the one they exist in)."""
+    if case.problem == GEMM:
+        return case.format
+    spec = KIND_SPECS[case.problem]
+    return spec.competition if spec.formats and case.format in spec.formats else f"{spec.competition} {case.format}"
 
 
 def _same_case_of(case: CaseRecord, kernel: str) -> tuple:
@@ -96,7 +108,7 @@ def format_rows(cases: list[CaseRecord], baseline: str | None, include_skipped: 
     speed = speedups(cases, baseline)
     by_format: OrderedDict[str, OrderedDict[str, list[int]]] = OrderedDict()
     for i, c in enumerate(cases):
-        by_format.setdefault(c.format, OrderedDict()).setdefault(c.kernel, []).append(i)
+        by_format.setdefault(table_name(c), OrderedDict()).setdefault(c.kernel, []).append(i)
     tables: OrderedDict[str, list[list[str]]] = OrderedDict()
     for fmt, kernels in by_format.items():
         rows = []
@@ -138,7 +150,7 @@ def failure_lines(cases: list[CaseRecord], width: int = WIDTH) -> list[str]:
         return []
     lines = [f"FAILED ({len(bad)} case(s)):"]
     for c in bad:
-        lines.append(_wrapped(f"{c.kernel} {c.format} {c.shape} {c.status.value.upper()}: {c.reason or ''}", width))
+        lines.append(_wrapped(f"{c.kernel} {table_name(c)} {c.shape} {c.status.value.upper()}: {c.reason or ''}", width))
     return lines
 
 
@@ -148,7 +160,7 @@ def skipped_lines(cases: list[CaseRecord], width: int = WIDTH) -> list[str]:
     for c in cases:
         if c.status == CaseStatus.SKIP:
             kernels = by_reason.setdefault(c.reason or "no reason given", OrderedDict())
-            label = f"{c.kernel} ({c.format})"
+            label = f"{c.kernel} ({table_name(c)})"
             kernels[label] = kernels.get(label, 0) + 1
     if not by_reason:
         return []
@@ -170,7 +182,7 @@ def note_lines(cases: list[CaseRecord], width: int = WIDTH) -> list[str]:
                               f"error of the mean): {spread}", width, indent=""))
     for c in cases:
         if c.status == CaseStatus.PASS and c.reason:
-            lines.append(_wrapped(f"note: {c.kernel} {c.format} {c.shape}: {c.reason}", width, indent=""))
+            lines.append(_wrapped(f"note: {c.kernel} {table_name(c)} {c.shape}: {c.reason}", width, indent=""))
     return lines
 
 
@@ -192,6 +204,11 @@ def render_tables(cases: list[CaseRecord], baseline: str | None = None, markdown
     return "\n\n".join(p for p in parts if p)
 
 
+def _csv_size(v) -> str:
+    """A size for the CSV: a grouped case's per-group sizes joined by '/'."""
+    return "/".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
 def render_csv(cases: list[CaseRecord], baseline: str | None = None) -> str:
     speed = speedups(cases, baseline)
     buf = io.StringIO()
@@ -209,7 +226,8 @@ def render_csv(cases: list[CaseRecord], baseline: str | None = None) -> str:
             return "" if v is None else f"{v:.6g}"
 
         s = c.shape
-        w.writerow([c.format, c.kernel, c.role or "", shape_label(s), s.m, s.n, s.k, s.l, c.status.value,
+        w.writerow([table_name(c), c.kernel, c.role or "", shape_label(s), _csv_size(s.m), _csv_size(s.n),
+                    _csv_size(s.k), s.l, c.status.value,
                     us("median"), us("mean"), us("std"), us("min"), us("p10"), us("p90"), stats.get("n", ""),
                     opt(_metric(c, "tflops")), opt(_metric(c, "gbps")), opt(_metric(c, "pct_sol")),
                     opt(speed.get(i)), timing.get("clock", ""), timing.get("mode", ""), c.reason or ""])
@@ -226,7 +244,7 @@ def render_checks(cases: list[CaseRecord], wide: bool = False, width: int = WIDT
     shown = cases if wide else [c for c in cases if c.status != CaseStatus.SKIP]
     rows = []
     for c in shown:
-        row = [c.kernel, c.format, shape_label(c.shape), c.status.value.upper(),
+        row = [c.kernel, table_name(c), shape_label(c.shape), c.status.value.upper(),
                _err((c.check or {}).get("max_abs_err")), _err((c.check or {}).get("max_rel_err"))]
         rows.append(row + [c.reason or ""] if wide else row)
     headers = ["kernel", "format", "shape", "status", "max abs", "max rel"] + (["detail"] if wide else [])
@@ -260,7 +278,7 @@ def render_configs(cases: list[CaseRecord], width: int = 100) -> str:
     rows = []
     for c in cases:
         tuned = f"{len(c.tuning)} timed" if c.tuning else ""
-        rows.append([c.kernel, c.format, shape_label(c.shape), config_text(c.config), tuned])
+        rows.append([c.kernel, table_name(c), shape_label(c.shape), config_text(c.config), tuned])
     headers = ["kernel", "format", "shape", "configuration", "tuning"]
     # Every other column at its widest, plus the two-space gaps between the five columns; tabulate can come
     # out two characters wider than a wrapped column's limit.

@@ -6,11 +6,14 @@ Document (schema `SCHEMA`, version `SCHEMA_VERSION` = 2):
      "environment": {created, host, platform, command, argv, gpus: [device facts], software: {fp4bench,
                      fp4bench_commit, python, torch, torch_cuda, triton, cutlass, cuda_python},
                      clocks: {start, end}},
-     "settings": {shapes, groups, formats, kernels, baseline, device, gpus, isolation, timing (or null for
-                  verify), check_seeds, ceilings, shard, sanitize (verify --sanitize: the tools, else null)},
+     "settings": {problem (the kind; absent before problem kinds: "gemm"), shapes, groups, formats, kernels,
+                  baseline, device, gpus, isolation, timing (or null for verify), check_seeds, ceilings, shard,
+                  sanitize (verify --sanitize: the tools, else null)},
      "cases": [case, ...]}
 A case is `fp4bench.case.CaseRecord.to_dict()`:
-    kernel, role, problem ("gemm"), format, shape {m, n, k, l, seed}, gpu (physical index or null),
+    kernel, role, problem ("gemm", "gemv", "dual_gemm" or "group_gemm"), format, shape {m, n, k, l, seed}
+    (a group_gemm case: m, n and k are lists with one entry per group; version 2 as before, since a reader of
+    GEMM cases sees nothing new), gpu (physical index or null),
     status ("pass" | "fail" | "error" | "skip"), reason, check (CheckResult fields of the worst input),
     findings [str], config (the launch configuration, with "source": "tuned" | "heuristic"; null for kernels
     without launch choices), tuning (candidates' {config, median_us, rse} when tuning ran, else null),

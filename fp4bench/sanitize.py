@@ -585,14 +585,39 @@ def exact_copy(t, device):
     return out
 
 
-def placed_problem(shape, fmt, device):
-    """The case's first input, drawn on the CPU, every operand and the NaN-poisoned output in an exact
-    allocation of its own on `device`."""
-    from .problem import Problem, generate, poison_output
+def _placed(x, device):
+    """Every tensor of a (nested) input structure in an exact allocation of its own on `device`."""
+    import torch
 
-    host = poison_output(generate(shape, fmt, "cpu"))
-    data = tuple(None if t is None else exact_copy(t, device) for t in host.data)
-    return Problem(shape, fmt, data, device)
+    if isinstance(x, torch.Tensor):
+        return exact_copy(x, device)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_placed(v, device) for v in x)
+    return x
+
+
+def placed_problem(shape, fmt, device, kind: str = "gemm"):
+    """The case's first input, drawn on the CPU, every operand and the NaN-poisoned output in an exact
+    allocation of its own on `device` (of any problem kind; the grouped problem's row-major scales stay on the
+    CPU, where the competition hands them over)."""
+    from .problem import GROUP_GEMM, Problem, generate, poison_output
+
+    host = poison_output(generate(shape, fmt, "cpu", kind))
+    if kind == GROUP_GEMM:
+        abc, scales, permuted, sizes = host.data
+        data = (_placed(abc, device), scales, _placed(permuted, device), sizes)
+    else:
+        data = _placed(host.data, device)
+    return Problem(shape, fmt, data, device, kind)
+
+
+def operand_ranges(problem) -> dict[str, list[int]]:
+    """The storage range of every input and output tensor of a problem, by name (a group's with its index)."""
+    spec = problem.spec
+    outputs = spec.outputs(problem.data)
+    named = spec.inputs(problem.data) + [("c" if len(outputs) == 1 and spec.output_slot is not None
+                                          else f"c[{g}]", c) for g, c in enumerate(outputs)]
+    return {name: storage_range(t) for name, t in named if t.device.type != "cpu" or problem.device.type == "cpu"}
 
 
 def storage_range(t) -> list[int]:
@@ -611,16 +636,16 @@ def sanitized_call(spec, report: dict, save) -> None:
     from .kernels import get_kernel
     from .pipeline import synchronize
 
-    kernel = get_kernel(spec.kernel)
+    kernel = get_kernel(spec.kernel, spec.problem)
     target = current_target(spec.device, spec.gpu)
     if target.device == "cuda":
         torch.cuda.set_device(target.torch_device)
-    problem = placed_problem(spec.shape, gemm_format(spec.format), target.torch_device)
+    problem = placed_problem(spec.shape, gemm_format(spec.format), target.torch_device, spec.problem)
     skip = kernel.reason_to_skip(problem, target)
     if skip:
         report["skipped"] = skip
         return
-    report["ranges"] = {name: storage_range(t) for name, t in zip(OPERANDS, problem.data) if t is not None}
+    report["ranges"] = operand_ranges(problem)
     save()   # before anything of the kernel runs: a report must be placeable even if the process dies
     fn = kernel.prepare(problem)
     synchronize(target)
@@ -629,14 +654,18 @@ def sanitized_call(spec, report: dict, save) -> None:
     synchronize(target)
     report["call_s"] = round(time.perf_counter() - started, 4)
     report["called"] = True
-    if isinstance(out, torch.Tensor) and out.numel():
-        rng = storage_range(out)
+    returned = [t for t in (out if isinstance(out, (list, tuple)) else [out])
+                if isinstance(t, torch.Tensor) and t.numel()]
+    for i, t in enumerate(returned):
+        rng = storage_range(t)
         if rng[0] not in {r[0] for r in report["ranges"].values()}:
-            report["ranges"][RETURNED] = rng
+            report["ranges"][RETURNED if len(returned) == 1 else f"{RETURNED} [{i}]"] = rng
+    if returned:
         save()
         # The result read once, as a caller would: initcheck reports the elements of a fresh (torch.empty)
         # output the kernel left unwritten. c itself was poisoned, so reading it is always clean.
-        out.cpu()
+        for t in returned:
+            t.cpu()
         synchronize(target)
 
 

@@ -1,7 +1,9 @@
 """Speed of light (SOL) of a problem from measured ceilings, never from datasheets.
 
 SOL time = max(FLOPs / matrix rate of the kernel's math path, bytes / copy bandwidth), where
-- FLOPs = `Shape.flops` (2·M·N·K·L) and bytes = `problem.min_bytes(shape, fmt)` (A, B, both scale tensors, C);
+- FLOPs = 2·M·N·K·L per GEMM of the problem kind (`KindSpec.flops`: a dual GEMM is two GEMMs, a grouped
+  case the sum over its groups, a GEMV N = 1) and bytes = `problem.min_bytes(shape, fmt, kind)` (A, every B,
+  their scale tensors, C; GEMV's vector is its one row, not the competition's 128-row padding);
 - the math path is the tensor-core input type a kernel multiplies in: `Kernel.math_path`, or, when a kernel
   declares none, the format's exact dense dtype (`GemmFormat.compute_dtype`: fp16 or bf16);
 - the rates come from `fp4bench device --measure` (`Ceilings`). fp16 and bf16 run at the same tensor-core
@@ -14,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .formats import GemmFormat
-from .problem import Shape, min_bytes
+from .problem import GEMM, Shape, kind_spec, min_bytes
 
 MATH_PATHS = ("fp4", "fp8", "fp16", "bf16", "fp32")
 # Which measured rate bounds each math path.
@@ -81,8 +83,9 @@ class SolEstimate:
         return d
 
 
-def estimate(shape: Shape, fmt: GemmFormat, math_path: str, ceilings: Ceilings | None) -> SolEstimate:
-    flops, nbytes = shape.flops, min_bytes(shape, fmt)
+def estimate(shape: Shape, fmt: GemmFormat, math_path: str, ceilings: Ceilings | None,
+             kind: str = GEMM) -> SolEstimate:
+    flops, nbytes = kind_spec(kind).flops(shape), min_bytes(shape, fmt, kind)
     if ceilings is None:
         return SolEstimate(flops, nbytes, math_path, None, None)
     rate = ceilings.rate_for(math_path)

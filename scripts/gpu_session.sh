@@ -18,6 +18,10 @@
 #             sm90-mxfp8-bf16 and torch-scaled-fp8 on the task shapes, the fp8 accumulation measurement
 #             (scripts/mxfp8_accumulation.py), the three M = 128 benchmark shapes timed (mxfp8.json: the
 #             file to store in baselines/); its GPU tests: pytest -m gpu tests/test_sm90_kernels.py -k mxfp8
+#   problems  the competition's GEMV, dual GEMM and grouped GEMM: the honest submission, the sm90 kernel, the
+#             reference and the baselines verified on each problem's test cases, the sm90 kernel and the baselines
+#             timed on its benchmark cases
+#             (--save-baseline: baselines/<gpu>-<problem>.json, copied to $OUT)
 # Optional wheels (cuda-bench for --timer nvbench) are installed from .whl/ when present.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -105,6 +109,16 @@ mxfp8)
         > "$OUT/bench_mxfp8.txt" 2>&1; echo "bench mxfp8 rc=$?"
     grep -E "FAIL|passed" "$OUT/verify_mxfp8.txt" "$OUT/verify_mxfp8_task.txt"
     cat "$OUT/accumulation.txt"; cat "$OUT/bench_mxfp8.txt"
+    ;;
+problems)
+    for p in gemv dual_gemm group_gemm; do
+        fp4 verify --problem "nvfp4_$p" --group tests --device cuda --seeds 1 -q --isolation none \
+            --kernel "tests/fixtures/problems/${p}_correct.py,sm90-*,torch-ref,torch-dequant-mm,cublas-dense" \
+            > "$OUT/verify_$p.txt" 2>&1; echo "verify $p rc=$? ($(tail -1 "$OUT/verify_$p.txt"))"
+        fp4 run --problem "nvfp4_$p" --group benchmarks --device cuda --kernels 'sm90-*,cublas-dense,torch-dequant-mm' \
+            --budget 0.3 -q --isolation none --save-baseline --json "$OUT/bench_$p.json" > "$OUT/bench_$p.txt" 2>&1
+        echo "bench $p rc=$?"; cp baselines/*-"nvfp4_$p".json "$OUT/" 2>/dev/null
+    done
     ;;
 *)
     echo "unknown stage $1" >&2; exit 2 ;;

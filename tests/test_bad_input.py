@@ -157,8 +157,10 @@ def test_cuda_requested_without_a_gpu(tmp_path, monkeypatch):
     (lambda d: PLANTED / "not_a_kernel.txt", ("is not a Python file",)),
     (lambda d: PLANTED / "not_python.py", ("is not valid Python", "line 1")),
     (lambda d: PLANTED / "no_custom_kernel.py", ("defines no custom_kernel(data) function",)),
-    (lambda d: (d / "imports_missing.py").write_text("import no_such_module_xyz\n") and d / "imports_missing.py",
-     ("failed to import", "no_such_module_xyz")),
+    (lambda d: (d / "import_bug.py").write_text("x = undefined_name\n") and d / "import_bug.py",
+     ("failed to import", "NameError", "undefined_name")),
+    (lambda d: (d / "no_sibling.py").write_text("from utils import helper\n") and d / "no_sibling.py",
+     ("failed to import", "utils")),
 ])
 @pytest.mark.parametrize("command", ["verify", "run"])
 def test_bad_kernel_files(tmp_path, command, make, words):
@@ -167,6 +169,28 @@ def test_bad_kernel_files(tmp_path, command, make, words):
     kernel = make(tmp_path)
     code, out = run_cli(command, "--shapes", shapes, "--device", "cpu", "--kernel", kernel)
     assert_one_line_exit_2(code, out, *words)
+
+
+ENVIRONMENT_FAILURES = {
+    "missing_package": ("import no_such_module_xyz\n", "needs the Python package 'no_such_module_xyz'"),
+    "no_toolchain": ("raise OSError('CUDA_HOME environment variable is not set')\n", "CUDA_HOME"),
+    "no_blackwell": ("raise RuntimeError('this kernel needs sm_100a (Blackwell)')\n", "sm_100a"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENVIRONMENT_FAILURES))
+@pytest.mark.parametrize("command", ["verify", "run"])
+def test_an_import_that_fails_for_the_machine_is_a_skip_with_exit_4(tmp_path, command, name):
+    """Not bad input: the submission may be fine on the machine it was written for."""
+    text, words = ENVIRONMENT_FAILURES[name]
+    shapes = tmp_path / "s.yml"
+    shapes.write_text(GOOD_SHAPES)
+    kernel = tmp_path / f"{name}.py"
+    kernel.write_text(text + "def custom_kernel(data):\n    return data[6]\n")
+    code, out = run_cli(command, "--shapes", shapes, "--device", "cpu", "--kernel", kernel)
+    assert code == 4, out
+    assert "Traceback" not in out and not any(line.startswith("Error:") for line in out.splitlines())
+    assert "skipped" in out and "cannot be imported on this machine" in out and words in out
 
 
 def test_resume_without_json(tmp_path):

@@ -192,7 +192,7 @@ def test_tuning_stores_the_faster_configuration_and_records_every_candidate(tmp_
 
     monkeypatch.setenv(config_table.TABLE_DIR_ENV, str(tmp_path))
     config_table._cached_table.cache_clear()
-    monkeypatch.setattr("fp4bench.kernels.get_kernel", lambda name: _DelayKernel())
+    monkeypatch.setattr("fp4bench.kernels.get_kernel", lambda name, problem=None: _DelayKernel())
     shape = Shape(32, 48, 128, seed=3)
     timing = TimingOptions(budget_s=0.1, min_samples=5)
     record = run_case(CaseSpec("delayed", "nvfp4", shape, timing=timing, check_seeds=1, tune=True))

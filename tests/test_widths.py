@@ -43,3 +43,13 @@ def test_verify_list_report_and_compare_fit():
     assert_fits(lines_of("report", H200))
     assert_fits(lines_of("report", H200, "--configs"))
     assert_fits(lines_of("compare", H200, REPO / "baselines" / "nvidia-h200-repeat.json", "--all"))
+
+
+@pytest.mark.parametrize("problem", ["nvfp4_gemv", "nvfp4_dual_gemm", "nvfp4_group_gemm"])
+def test_run_of_the_other_problems_fits(problem):
+    """Their smoke cases timed, their benchmark cases skipped past the CPU limit (grouped labels included)."""
+    lines = lines_of("run", "--problem", problem, "--group", "smoke", "--group", "benchmarks", "--device", "cpu",
+                     "--isolation", "none", "--budget", "0.05", "--min-samples", "3", "--no-measure-ceilings", "-q")
+    assert_fits(lines)
+    text = "\n".join(lines)
+    assert problem in text and "past the CPU limit" in text and " 0 failed" in text

@@ -11,7 +11,7 @@ from ..errors import InputError
 from ..formats import GEMM_FORMATS, GemmFormat, gemm_format
 from ..kernels import Kernel, UnknownKernel, select_kernels
 from ..kernels.external import KernelLoadError
-from ..problem import Shape, validate_shape
+from ..problem import GEMM, Shape, validate_shape
 from ..shapes import ShapeFileError, load_shapes
 
 ALL = "all"
@@ -37,18 +37,18 @@ def parse_formats(values) -> list[GemmFormat]:
     return out
 
 
-def parse_shapes(path: str, groups=None) -> list[Shape]:
+def parse_shapes(path: str, groups=None, kind: str = GEMM) -> list[Shape]:
     try:
-        return load_shapes(path, groups)
+        return load_shapes(path, groups, kind)
     except ShapeFileError as e:
         raise InputError(str(e)) from None
 
 
-def check_shapes_legal(shapes: list[Shape], formats: list[GemmFormat], path: str) -> None:
+def check_shapes_legal(shapes: list[Shape], formats: list[GemmFormat], path: str, kind: str = GEMM) -> None:
     """Every shape must be legal for every format asked for (K a multiple of the block, ...)."""
     for fmt in formats:
         for shape in shapes:
-            reason = validate_shape(shape, fmt)
+            reason = validate_shape(shape, fmt, kind)
             if reason:
                 raise InputError(f"{path}: shape {shape}: {reason}")
 
@@ -74,7 +74,7 @@ def available_memory(target: Target) -> int | None:
 
 
 def check_shapes_fit(shapes: list[Shape], formats: list[GemmFormat], target: Target,
-                     free_bytes: int | None = None) -> None:
+                     free_bytes: int | None = None, kind: str = GEMM) -> None:
     """Refuse a shape whose check cannot fit in the device's free memory, saying how much it needs."""
     from ..pipeline import case_bytes
 
@@ -83,14 +83,14 @@ def check_shapes_fit(shapes: list[Shape], formats: list[GemmFormat], target: Tar
         return
     for fmt in formats:
         for shape in shapes:
-            need = case_bytes(shape, fmt)
+            need = case_bytes(shape, fmt, kind)
             if need > free:
                 where = "host RAM available" if target.device == "cpu" else f"free on {target.describe()}"
                 raise InputError(f"shape {shape} ({fmt.name}) needs about {need / 2**30:.1f} GiB; "
                                  f"only {free / 2**30:.1f} GiB {where}")
 
 
-def parse_kernels(patterns, role: str | None = None) -> list[Kernel]:
+def parse_kernels(patterns, role: str | None = None, problem: str = GEMM) -> list[Kernel]:
     names: list[str] = []
     for p in patterns:
         names.extend(x.strip() for x in p.split(",") if x.strip())
@@ -100,7 +100,7 @@ def parse_kernels(patterns, role: str | None = None) -> list[Kernel]:
             raise InputError(f"kernel file {name} is not a Python file (a submission is a .py file "
                              f"defining custom_kernel(data))")
     try:
-        return select_kernels(names, role)
+        return select_kernels(names, role, problem)
     except (UnknownKernel, KernelLoadError) as e:
         raise InputError(e.args[0]) from None
 

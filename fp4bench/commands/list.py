@@ -1,4 +1,5 @@
-"""`fp4bench list`: every registered kernel with its role, formats, targets, and whether it can run here.
+"""`fp4bench list`: every registered kernel with its role, problem kinds, formats, targets, and whether it can
+run here.
 
 "runs here" is answered for the chosen device (default: the GPU when there is one, else the CPU) through
 each kernel's `unavailable_reason`; buildable kernels also show whether the build cache holds them.
@@ -11,6 +12,7 @@ import click
 from tabulate import tabulate
 
 from ..kernels import all_kernels, import_errors
+from ..problem import PROBLEM_KINDS
 from .common import device_option, resolve_target
 
 
@@ -24,6 +26,11 @@ def _built(kernel) -> str:
         return "yes" if cached_product(spec_fn()) is not None else "no"
     except Exception as e:  # a broken toolchain must not hide the list
         return f"? ({type(e).__name__})"
+
+
+def _kinds(kernel) -> str:
+    """The problem kinds a kernel computes ('all' when every one)."""
+    return "all" if set(kernel.problems) >= set(PROBLEM_KINDS) else ", ".join(kernel.problems)
 
 
 @click.command("list")
@@ -40,12 +47,12 @@ def list_kernels(device, role):
             reason = k.unavailable_reason(target)
         except Exception as e:  # report, never crash the listing
             reason = f"error: {type(e).__name__}: {e}"
-        rows.append([name, k.role, ", ".join(k.formats), ", ".join(k.archs) if k.archs else "any",
+        rows.append([name, k.role, _kinds(k), ", ".join(k.formats), ", ".join(k.archs) if k.archs else "any",
                      _built(k), "yes" if reason is None else f"no: {reason}"])
     click.echo(f"kernels on {target.describe()}:")
-    # Formats and the reason wrap; the rest keeps its width, so the table fits 100 columns.
-    click.echo(tabulate(rows, headers=["kernel", "role", "formats", "targets", "built", "runs here"],
-                        maxcolwidths=[None, None, 24, 8, None, 25]))
+    # Kinds, formats and the reason wrap; the rest keeps its width, so the table fits 100 columns.
+    click.echo(tabulate(rows, headers=["kernel", "role", "problems", "formats", "targets", "built", "runs here"],
+                        maxcolwidths=[None, None, 10, 16, 8, None, 18]))
     errors = import_errors()
     if errors:
         click.echo("\nkernel modules that failed to import:")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import click
 
+from ..case import hashable_key
 from ..compare import environment_summary
 from ..errors import InputError
 from ..results import ResultsFileError, load_results, make_document, write_results
@@ -35,7 +36,7 @@ def merge_documents(docs: list[tuple[str, dict]], force: bool = False) -> dict:
     positions, cases, seen = {}, [], {}
     for path, doc in docs:
         for pos, key in ((doc.get("settings") or {}).get("shard") or {}).get("positions", []):
-            positions[tuple(key)] = pos
+            positions[hashable_key(key)] = pos
         for case in doc["cases"]:
             if case.key in seen:
                 raise InputError(f"case {case.kernel} {case.format} {case.shape} is in both {seen[case.key]} "

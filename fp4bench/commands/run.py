@@ -4,10 +4,12 @@
 (a check-only spec per case), so it has the same worker isolation, `--case-timeout`, multi-GPU lanes,
 progress, JSON results and exit codes. Every option is declared once, as a field of `RunSettings` with its
 default and help (timing defaults come from `fp4bench.timing.TimingOptions`); both commands are generated
-from those fields. `verify --sanitize TOOL` adds, after each checked case, one pass per tool under NVIDIA
+from those fields. `--problem` picks the competition problem (fp4bench.problem kinds), and with it the default
+shape set and format. `verify --sanitize TOOL` adds, after each checked case, one pass per tool under NVIDIA
 compute-sanitizer (fp4bench.sanitize). Exit codes (fp4bench.errors): 0 every checked case passed, 1 a case
 failed or errored, 2 bad input (a --sanitize without compute-sanitizer or without a GPU included), 3 nothing
-was checked (every case skipped).
+was checked (every case skipped), 4 a submission file cannot be imported on this machine (its cases are
+skipped with the reason).
 """
 
 from __future__ import annotations
@@ -19,15 +21,21 @@ from pathlib import Path
 import click
 
 from ..case import CaseCounts, CaseRecord, CaseSpec, kernel_label
-from ..errors import EXIT_FAILED, EXIT_NOTHING_CHECKED, EXIT_OK, InputError
+from ..errors import EXIT_FAILED, EXIT_NOTHING_CHECKED, EXIT_OK, EXIT_UNAVAILABLE, InputError
 from ..formats import GEMM_FORMATS
 from ..kernels import all_kernels
+from ..problem import GEMM, KIND_SPECS, kind_spec, problem_kind, unsupported_format
 from ..sanitize import DEFAULT_TOOL as SANITIZE_DEFAULT, TOOLS as SANITIZE_TOOLS
 from ..timing import MODE_EAGER, MODE_GRAPH, TIMERS, TimingOptions
 from .common import (check_shapes_fit, check_shapes_legal, parse_formats, parse_kernels, parse_shapes,
                      resolve_target)
 
 DEFAULT_BASELINE = "cublas-dense"
+DEFAULT_PROBLEM = "nvfp4_gemm"
+# Shape sets and formats when none are given: per command for the GEMM, the problem's own set and its one
+# format for the competition's other problems.
+DEFAULT_SHAPES = {"run": "shapes/task.yml", "verify": "shapes/verify.yml"}
+DEFAULT_FORMATS = {"run": ("nvfp4,mxfp4",), "verify": ("nvfp4",)}
 # Kernels that compute the reference itself (a check of them checks the harness, not a kernel).
 REFERENCE_KERNELS = {"torch-ref"}
 PROGRESS_LABELS = {"run": "running", "verify": "verifying", "tune": "tuning"}
@@ -43,15 +51,21 @@ def _option(*decls, default=None, **click_kwargs):
 
 @dataclass
 class RunSettings:
-    shapes_path: str = _option("--shapes", default="shapes/task.yml", show_default=True,
-                               help="YAML shape set (a path, or the name of a bundled set in shapes/).")
+    problem: str = _option("--problem", default=DEFAULT_PROBLEM, show_default=True,
+                           help="Competition problem: " + ", ".join(s.competition for s in KIND_SPECS.values()) +
+                                " (the last three in format nvfp4 only).")
+    shapes_path: str | None = _option("--shapes",
+                                      help="YAML shape set (a path, or the name of a bundled set in shapes/); "
+                                           "default: task.yml (run) or verify.yml (verify) for nvfp4_gemm, the "
+                                           "problem's own set (e.g. nvfp4_gemv.yml) for the others.")
     groups: tuple = _option("--group", default=(), multiple=True,
                             help="Only these groups of the shape file (repeatable).")
     kernels: tuple = _option("--kernels", "--kernel", default=(), multiple=True,
                              help="Kernel names, glob patterns or submission.py paths; repeatable or "
                                   "comma-separated (default: every kernel and baseline).")
-    formats: tuple = _option("--format", default=("nvfp4,mxfp4",), multiple=True, show_default=True,
-                             help=f"GEMM format, repeatable or comma-separated: {', '.join(GEMM_FORMATS)} or all.")
+    formats: tuple = _option("--format", default=(), multiple=True,
+                             help=f"GEMM format, repeatable or comma-separated: {', '.join(GEMM_FORMATS)} or all "
+                                  f"(default: nvfp4,mxfp4 for run, nvfp4 for verify and the other problems).")
     device: str = _option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
                           help="Where to run: cuda, cpu, or auto (cuda when present).")
     gpus: str | None = _option("--gpus", help="GPUs to spread cases over, one worker process each: 'all' or "
@@ -184,33 +198,58 @@ def timing_options(settings: RunSettings, device_type: str) -> TimingOptions | N
                          cpu_max_gflop=settings.cpu_max_gflop if device_type == "cpu" else None)
 
 
+def resolve_problem(settings: RunSettings) -> RunSettings:
+    """The settings with the problem's kind checked and the shape set and formats that were not given filled in
+    ('all' formats of a competition-only problem are its one format)."""
+    try:
+        kind = problem_kind(settings.problem or DEFAULT_PROBLEM)
+    except KeyError as e:
+        raise InputError(f"--problem: {e.args[0]}") from None
+    command = "verify" if settings.check_only else "run"
+    own_formats = KIND_SPECS[kind].formats
+    shapes = settings.shapes_path or (DEFAULT_SHAPES[command] if kind == GEMM
+                                      else f"shapes/{KIND_SPECS[kind].competition}.yml")
+    formats = settings.formats or (DEFAULT_FORMATS[command] if kind == GEMM else own_formats)
+    if own_formats is not None and tuple(formats) == ("all",):
+        formats = own_formats
+    return replace(settings, problem=kind, shapes_path=shapes, formats=tuple(formats))
+
+
 def build_plan(settings: RunSettings, timing: TimingOptions | None):
-    """Settings -> (plan, formats, shapes, kernels, baseline); every bad input is an InputError."""
+    """Settings -> (plan, formats, shapes, kernels, baseline); every bad input is an InputError.
+
+    `settings` have been through `resolve_problem`: `problem` is a kind."""
     from ..runner import Plan
 
+    kind = settings.problem
     fmts = parse_formats(settings.formats)
-    shapes = parse_shapes(settings.shapes_path, settings.groups or None)
+    for fmt in fmts:
+        reason = unsupported_format(kind, fmt)
+        if reason:
+            raise InputError(f"--problem {KIND_SPECS[kind].competition} --format {fmt.name}: {reason}")
+    shapes = parse_shapes(settings.shapes_path, settings.groups or None, kind)
     if settings.seed is not None:
         shapes = [s.with_seed(settings.seed) for s in shapes]
-    check_shapes_legal(shapes, fmts, settings.shapes_path)
+    check_shapes_legal(shapes, fmts, settings.shapes_path, kind)
     if settings.kernels:
-        selected = parse_kernels(settings.kernels)
+        # A pattern may match kernels of other problems (sm90-* for the GEMV): those are left out.
+        selected = [k for k in parse_kernels(settings.kernels, problem=kind) if kind in k.problems]
     elif settings.tune:
-        selected = [k for k in all_kernels().values() if k.tunable]
+        selected = [k for k in all_kernels().values() if k.tunable and kind in k.problems]
     else:
         role = "kernel" if settings.check_only else None
-        selected = [k for k in all_kernels().values() if role is None or k.role == role]
+        selected = [k for k in all_kernels().values() if (role is None or k.role == role) and kind in k.problems]
     baseline = _resolve_baseline(settings, selected)
     cases = []
     for fmt in fmts:
         for kernel in selected:
-            if fmt.name not in kernel.formats:
+            if fmt.name not in kernel.formats or kind not in kernel.problems:
                 continue
             ref = str(getattr(kernel, "path", None) or kernel.name)
-            cases += [CaseSpec(ref, fmt.name, shape, timing=timing, check_seeds=settings.check_seeds,
+            cases += [CaseSpec(ref, fmt.name, shape, problem=kind, timing=timing, check_seeds=settings.check_seeds,
                                tune=settings.tune) for shape in shapes]
     if not cases:
-        raise InputError("no selected kernel supports the selected format(s)")
+        raise InputError(f"no selected kernel computes {KIND_SPECS[kind].competition} in the selected format(s)")
     return Plan(cases), fmts, shapes, selected, baseline
 
 
@@ -230,7 +269,7 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 def _case_cost(spec: CaseSpec) -> float:
     """Relative cost of a case for balancing shards: a fixed part (checks, warm-up, sampling budget) plus
     work that grows with the GEMM's size (the reference and the kernel's own time)."""
-    return 1.0 + spec.shape.flops / 50e9
+    return 1.0 + kind_spec(spec.problem).flops(spec.shape) / 50e9
 
 
 def shard_positions(cases: list[CaseSpec], index: int, count: int) -> list[int]:
@@ -285,6 +324,7 @@ def execute_run(settings: RunSettings) -> int:
     from ..progress import Progress
     from ..runner import execute
 
+    settings = resolve_problem(settings)
     target = resolve_target(settings.device)
     sanitizer = _sanitizer(settings, target)
     timing = timing_options(settings, target.device)
@@ -295,7 +335,7 @@ def execute_run(settings: RunSettings) -> int:
         positions = shard_positions(plan.cases, *shard)
         plan.cases = [plan.cases[p] for p in positions]
     sharded = list(plan.cases)
-    check_shapes_fit(shapes, fmts, target)
+    check_shapes_fit(shapes, fmts, target, kind=settings.problem)
     lanes = parse_gpus(settings.gpus, target.device)
     previous = _resume(settings, plan)
     where = target.describe() if len(lanes) == 1 else f"{len(lanes)} GPUs ({', '.join(map(str, lanes))})"
@@ -308,7 +348,8 @@ def execute_run(settings: RunSettings) -> int:
     try:
         contexts = _contexts(executor, lanes, target.device, settings)
         env = environment_fingerprint([c["info"] for c in contexts.values() if c.get("info")], _clocks(lanes))
-        run_settings = {"command": verb, "shapes": settings.shapes_path, "groups": list(settings.groups),
+        run_settings = {"command": verb, "problem": settings.problem, "shapes": settings.shapes_path,
+                        "groups": list(settings.groups),
                         "formats": [f.name for f in fmts], "kernels": [k.name for k in selected],
                         "baseline": baseline, "device": target.device, "gpus": lanes, "isolation": settings.isolation,
                         "timing": None if timing is None else timing.to_dict(), "check_seeds": settings.check_seeds,
@@ -363,12 +404,17 @@ def execute_run(settings: RunSettings) -> int:
     counts = CaseCounts.of(cases)
     click.echo(f"\n{counts.summary()}" + (f"; results in {settings.json_path}" if writer else ""))
     checked = {c.kernel for c in cases if c.status != "skip"}
-    if target.device == "cpu" and checked and checked <= REFERENCE_KERNELS:
+    if target.device == "cpu" and checked and checked <= REFERENCE_KERNELS and settings.problem == GEMM:
         click.echo(f"only the reference ({', '.join(sorted(checked))}) ran: the other kernels need a GPU.\n"
                    f"The portable Triton kernel runs on a CPU under Triton's interpreter:\n"
                    f"  TRITON_INTERPRET=1 fp4bench verify --kernel triton-fp4 --shapes smoke", err=True)
     if counts.failing:
         return EXIT_FAILED
+    unloadable = [k for k in selected if getattr(k, "import_failure", None)]
+    if unloadable:
+        for k in unloadable:
+            click.echo(f"{k.name}: cannot run on this machine: {k.import_failure}", err=True)
+        return EXIT_UNAVAILABLE
     if counts.checked == 0:
         click.echo("nothing was checked: every case was skipped (see the reasons above)", err=True)
         return EXIT_NOTHING_CHECKED
@@ -425,7 +471,7 @@ def run(**kwargs):
 
 
 @click.command()
-@settings_options(exclude=TIMING_OPTIONS, defaults={"shapes_path": "shapes/verify.yml", "formats": ("nvfp4",)})
+@settings_options(exclude=TIMING_OPTIONS)
 def verify(**kwargs):
     """Check kernels against the exact reference on a shape set (no timing); default: every kernel."""
     sys.exit(execute_run(replace(RunSettings(**kwargs), check_only=True)))

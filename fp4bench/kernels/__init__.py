@@ -11,6 +11,7 @@ import fnmatch
 import importlib
 from functools import lru_cache
 
+from ..problem import GEMM
 from .base import Kernel, RunFn
 
 KERNEL_MODULES = (
@@ -54,25 +55,27 @@ def import_errors() -> dict[str, str]:
     return dict(_load()[1])
 
 
-def get_kernel(name_or_path: str) -> Kernel:
-    """A registered kernel by name, or a competition-style submission file by path (ends in .py)."""
+def get_kernel(name_or_path: str, problem: str = GEMM) -> Kernel:
+    """A registered kernel by name, or a competition-style submission file by path (ends in .py) loaded for
+    `problem` (the kind whose `task` module it imports)."""
     if name_or_path.endswith(".py"):
         from .external import ExternalKernel
 
-        return ExternalKernel.from_path(name_or_path)
+        return ExternalKernel.from_path(name_or_path, problem)
     kernels = all_kernels()
     if name_or_path in kernels:
         return kernels[name_or_path]
     raise UnknownKernel(f"unknown kernel {name_or_path!r}; known: {', '.join(sorted(kernels))}")
 
 
-def select_kernels(patterns: list[str] | tuple[str, ...], role: str | None = None) -> list[Kernel]:
+def select_kernels(patterns: list[str] | tuple[str, ...], role: str | None = None,
+                   problem: str = GEMM) -> list[Kernel]:
     """Kernels matching any of the glob patterns (or paths); every pattern must match something."""
     kernels = all_kernels()
     chosen: dict[str, Kernel] = {}
     for pat in patterns:
         if pat.endswith(".py") or pat in kernels:
-            k = get_kernel(pat)
+            k = get_kernel(pat, problem)
             chosen[k.name] = k
             continue
         hits = [k for n, k in sorted(kernels.items()) if fnmatch.fnmatchcase(n, pat)]

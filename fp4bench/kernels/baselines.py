@@ -3,40 +3,57 @@
 - `torch-scaled-mm`: `torch._scaled_mm` on FP4 operands (cuBLAS block-scaled GEMM) with the blocked scales
   the competition hands over (`sf*_permuted`). Only on GPUs with FP4 tensor cores (sm_100/103/120/121);
   elsewhere skipped with the reason. NVFP4 and MXFP4.
-- `torch-dequant-mm`: dequantize both operands with torch (fp4bench.codecs) into the format's exact dense
-  dtype, then one matmul per batch; dequantization and matmul are timed together.
-- `cublas-dense`: the same matmul with the operands dequantized outside the timed region (at the first
+- `torch-dequant-mm`: dequantize the operands with torch (fp4bench.codecs) into the format's exact dense
+  dtype, then one matmul per batch (and per GEMM of the problem kind); dequantization and matmul are timed
+  together.
+- `cublas-dense`: the same matmuls with the operands dequantized outside the timed region (at the first
   call on an input, which warm-up absorbs): the dense-GEMM speed a user compares against.
-- `torch-scaled-fp8`: MXFP8 only, the vendor's nearest fp8 path on GPUs without block-scaled MMA:
-  `torch._scaled_mm` on e4m3 operands with one scale per tensor (cuBLAS fp8 GEMM, fp32 accumulation with
-  the default periodic promotion). The operands are dequantized and requantized outside the timed region, with
-  a power-of-two tensor scale 2^ceil(log2(amax / 448)): elements that stay in e4m3's normal range are exact,
-  smaller ones round to its subnormal grid or to zero. So it is NOT exact, and says so: its check adds the
-  bound of that requantization (computed from the actual rounding errors, |dA| |B|^T + |A'| |dB|^T) and an
-  allowance for fp8 tensor-core accumulation (`FP8_MMA_ALLOWANCE` x sum |a b|). A timing baseline; its PASS
-  means "within that bound". N and K multiples of 16 (cuBLAS fp8).
 Dense dtype = `GemmFormat.compute_dtype` (fp16 for NVFP4, bf16 otherwise): exact for the operands, and the
 matmul accumulates in fp32 as every FP4 tensor-core GEMM does.
+Both compute every problem kind: GEMV as a matmul with the one-row B (cuBLAS's GEMV path), a grouped problem
+one matmul per group, the dual GEMM two matmuls with fp32 outputs (`torch.mm(..., out_dtype=float32)` on
+CUDA, fp32 operands where torch has no such overload, the CPU) and silu(r1)·r2 in fp32, as the competition.
+torch's public grouped matmul (`torch.nn.functional.grouped_mm`, torch 2.11 and 2.13) is no baseline here:
+it writes bf16 only (8 significant bits, 2^-9 relative rounding), which cannot meet the fp16 output's 1e-3
+tolerance, so the grouped baseline is one matmul per group.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
 from ..arch import FP4_TENSOR_CORE_ARCHS, FP8_TENSOR_CORE_ARCHS
 from ..formats import E4M3_MAX, GEMM_FORMATS, GemmFormat
 from ..layouts import competition_blocked_bytes
-from ..problem import Problem
-from ..reference import dequantize_operands, reference_gemm
+from ..problem import DUAL_GEMM, PROBLEM_KINDS, Problem
+from ..reference import dequantize_operands, gemm_operands, reference_gemm, silu_product
 from .base import Kernel, RunFn
 
 
 def _dense_operands(data: tuple, fmt: GemmFormat, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A[M, K] and B[N, K] of one batch in the format's compute dtype."""
+    """A[M, K] and B[N, K] of one batch of a GEMM (a, b, sfa, sfb) in the format's compute dtype."""
     da, db = dequantize_operands(data, fmt, batch)
     return da.to(fmt.compute_dtype), db.to(fmt.compute_dtype)
+
+
+def _dense_problem(data, kind: str, fmt: GemmFormat, batches: int) -> list[list[tuple]]:
+    """Per GEMM of the problem, per batch: its dense (A, B). A dual GEMM's shared A is dequantized once."""
+    done: dict[tuple, torch.Tensor] = {}
+
+    def dense(t, scales, op_fmt, batch):
+        key = (id(t), batch)
+        if key not in done:
+            from ..codecs import dequantize
+
+            s = None if scales is None else scales[:, :, batch].to(t.device)
+            done[key] = dequantize(t[:, :, batch], s, op_fmt).to(fmt.compute_dtype)
+        return done[key]
+
+    return [[(dense(a, sfa, fmt.a, i), dense(b, sfb, fmt.b, i)) for i in range(batches)]
+            for a, b, sfa, sfb in gemm_operands(data, kind)]
 
 
 def _matmul_into(c: torch.Tensor, batch: int, da: torch.Tensor, db: torch.Tensor) -> None:
@@ -48,39 +65,70 @@ def _matmul_into(c: torch.Tensor, batch: int, da: torch.Tensor, db: torch.Tensor
         out.copy_(da @ db.T)
 
 
+@lru_cache(maxsize=None)
+def _fp32_output_matmul(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch.mm takes 16-bit operands to an fp32 result on this device (asked once, on a tiny product)."""
+    if device.type != "cuda" or "dtype" not in torch.ops.aten.mm.overloads():
+        return False
+    try:
+        x = torch.ones(16, 16, dtype=dtype, device=device)
+        return torch.mm(x, x, out_dtype=torch.float32).dtype == torch.float32
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+
+
+def _fp32_product(da: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
+    """A @ B^T with an fp32 result: the 16-bit matmul with fp32 output where torch has it (CUDA), else fp32
+    operands (exact too: the dequantized values are)."""
+    if _fp32_output_matmul(da.device, da.dtype):
+        return torch.mm(da, db.T, out_dtype=torch.float32)
+    return da.float() @ db.float().T
+
+
+def _combine(dense: list[list[tuple]], outputs: list[torch.Tensor], kind: str) -> None:
+    """Each GEMM's product into its output; the dual GEMM's two through silu(r1)·r2."""
+    if kind == DUAL_GEMM:
+        (c,), (first, second) = outputs, dense
+        for i, ((da, db1), (_, db2)) in enumerate(zip(first, second)):
+            c[:, :, i].copy_(silu_product(_fp32_product(da, db1), _fp32_product(da, db2)))
+        return
+    for c, batches in zip(outputs, dense):
+        for i, (da, db) in enumerate(batches):
+            _matmul_into(c, i, da, db)
+
+
 class TorchDequantMM(Kernel):
     name = "torch-dequant-mm"
     formats = tuple(GEMM_FORMATS)
+    problems = PROBLEM_KINDS
     role = "baseline"
     description = "dequantize with torch, then an fp16/bf16 matmul (both timed)"
 
     def prepare(self, problem: Problem) -> RunFn:
-        fmt = problem.fmt
+        fmt, kind, spec, batches = problem.fmt, problem.kind, problem.spec, problem.shape.l
 
-        def run(data: tuple) -> torch.Tensor:
-            c = data[6]
-            for i in range(c.shape[2]):
-                _matmul_into(c, i, *_dense_operands(data, fmt, i))
-            return c
+        def run(data):
+            outputs = spec.outputs(data)
+            _combine(_dense_problem(data, kind, fmt, batches), outputs, kind)
+            return spec.result(outputs)
 
         return run
 
 
 class PerInput:
     """Operands converted once per input set, outside the timed region (the first call on an input, which
-    warm-up absorbs), keyed by A's and B's storage; holding `a` pins its storage, so a pointer key cannot be
-    reused by another tensor."""
+    warm-up absorbs), keyed by the storage of the problem's first A and B; holding that A pins its storage,
+    so a pointer key cannot be reused by another tensor."""
 
     def __init__(self, convert):
-        self.convert = convert   # data -> one converted entry per batch
+        self.convert = convert   # data -> the converted operands
         self.entries: dict[tuple, tuple] = {}
 
-    def __call__(self, data: tuple) -> list:
-        a = data[0]
-        key = (a.data_ptr(), data[1].data_ptr())
+    def __call__(self, data, first_a: torch.Tensor, first_b: torch.Tensor):
+        key = (first_a.data_ptr(), first_b.data_ptr())
         entry = self.entries.get(key)
-        if entry is None or entry[0] is not a:
-            entry = (a, self.convert(data))
+        if entry is None or entry[0] is not first_a:
+            entry = (first_a, self.convert(data))
             self.entries[key] = entry
         return entry[1]
 
@@ -91,17 +139,45 @@ class CublasDense(Kernel):
 
     name = "cublas-dense"
     formats = tuple(GEMM_FORMATS)
+    problems = PROBLEM_KINDS
     role = "baseline"
     description = "fp16/bf16 matmul on operands dequantized outside the timed region"
 
     def prepare(self, problem: Problem) -> RunFn:
+        fmt, kind, spec, batches = problem.fmt, problem.kind, problem.spec, problem.shape.l
+        dense = PerInput(lambda data: _dense_problem(data, kind, fmt, batches))
+
+        def run(data):
+            (a, b, _, _), *_ = gemm_operands(data, kind)
+            outputs = spec.outputs(data)
+            _combine(dense(data, a, b), outputs, kind)
+            return spec.result(outputs)
+
+        return run
+
+
+class TorchScaledMM(Kernel):
+    name = "torch-scaled-mm"
+    formats = ("nvfp4", "mxfp4")
+    archs = tuple(sorted(FP4_TENSOR_CORE_ARCHS))
+    devices = ("cuda",)
+    role = "baseline"
+    math_path = "fp4"
+    description = "torch._scaled_mm on FP4 operands (cuBLAS block-scaled GEMM)"
+
+    def prepare(self, problem: Problem) -> RunFn:
         fmt = problem.fmt
-        dense = PerInput(lambda data: [_dense_operands(data, fmt, i) for i in range(data[0].shape[2])])
+        scale_dtype = fmt.a.scale.dtype
 
         def run(data: tuple) -> torch.Tensor:
-            c = data[6]
-            for i, (da, db) in enumerate(dense(data)):
-                _matmul_into(c, i, da, db)
+            a, b, sfa_perm, sfb_perm, c = data[0], data[1], data[4], data[5], data[6]
+            sfa = competition_blocked_bytes(sfa_perm)
+            sfb = competition_blocked_bytes(sfb_perm)
+            for i in range(c.shape[2]):
+                # _scaled_mm wants A row-major and B column-major: b[:, :, i] is [N, K/2] K-major, so .T is.
+                out = torch._scaled_mm(a[:, :, i], b[:, :, i].T, sfa[i].view(scale_dtype),
+                                       sfb[i].view(scale_dtype), out_dtype=fmt.out_dtype)
+                c[:, :, i].copy_(out)
             return c
 
         return run
@@ -157,36 +233,9 @@ class TorchScaledMMFp8(Kernel):
 
         def run(data: tuple) -> torch.Tensor:
             c = data[6]
-            for i, (qa, qb, sa, sb) in enumerate(operands(data)):
+            for i, (qa, qb, sa, sb) in enumerate(operands(data, data[0], data[1])):
                 # A row-major, B column-major ([N, K] K-major, transposed); C's batch slice is row-major.
                 torch._scaled_mm(qa, qb.T, sa, sb, out_dtype=fmt.out_dtype, use_fast_accum=False, out=c[:, :, i])
-            return c
-
-        return run
-
-
-class TorchScaledMM(Kernel):
-    name = "torch-scaled-mm"
-    formats = ("nvfp4", "mxfp4")
-    archs = tuple(sorted(FP4_TENSOR_CORE_ARCHS))
-    devices = ("cuda",)
-    role = "baseline"
-    math_path = "fp4"
-    description = "torch._scaled_mm on FP4 operands (cuBLAS block-scaled GEMM)"
-
-    def prepare(self, problem: Problem) -> RunFn:
-        fmt = problem.fmt
-        scale_dtype = fmt.a.scale.dtype
-
-        def run(data: tuple) -> torch.Tensor:
-            a, b, sfa_perm, sfb_perm, c = data[0], data[1], data[4], data[5], data[6]
-            sfa = competition_blocked_bytes(sfa_perm)
-            sfb = competition_blocked_bytes(sfb_perm)
-            for i in range(c.shape[2]):
-                # _scaled_mm wants A row-major and B column-major: b[:, :, i] is [N, K/2] K-major, so .T is.
-                out = torch._scaled_mm(a[:, :, i], b[:, :, i].T, sfa[i].view(scale_dtype),
-                                       sfb[i].view(scale_dtype), out_dtype=fmt.out_dtype)
-                c[:, :, i].copy_(out)
             return c
 
         return run
