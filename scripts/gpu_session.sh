@@ -14,6 +14,8 @@
 #   twice     the baseline run and a repeat in a fresh process, compared
 #   mainjob   tuning of triton-dot-scaled's W4A16 benchmark cases, the baseline run and its repeat, and the
 #             README's main job timed with warm caches
+#   new       (~3 min) this session's additions: sanitizer, problem and mxfp8 GPU tests and verify, then the
+#             benchmark cases of the three problems (saved as baselines) and of mxfp8 timed
 #   mxfp8     (~40 s) the mxfp8 format: verify of every mxfp8 kernel on the verify shapes and of sm90-mxfp8,
 #             sm90-mxfp8-bf16 and torch-scaled-fp8 on the task shapes, the fp8 accumulation measurement
 #             (scripts/mxfp8_accumulation.py), the three M = 128 benchmark shapes timed (mxfp8.json: the
@@ -119,6 +121,38 @@ problems)
             --budget 0.3 -q --isolation none --save-baseline --json "$OUT/bench_$p.json" > "$OUT/bench_$p.txt" 2>&1
         echo "bench $p rc=$?"; cp baselines/*-"nvfp4_$p".json "$OUT/" 2>/dev/null
     done
+    ;;
+new)
+    # Correctness first, in parallel (no timing runs meanwhile): the sanitizer tests (planted kernels and honest
+    # submissions under memcheck, racecheck, initcheck), the GPU tests of the problem kernels, verify of the
+    # three problems (honest submission, sm90 kernel, baselines) on their test cases and of mxfp8 on the
+    # verify shapes. Then, alone on the GPU, the benchmark cases timed. Eight files in $OUT.
+    python3 -m pytest -q -rs -p no:cacheprovider tests/test_sanitize.py -m "gpu and not slow" \
+        > "$OUT/gpu_tests.txt" 2>&1 &
+    tests=$!
+    python3 -m pytest -q -rs -p no:cacheprovider -m gpu tests/test_sm90_problems.py tests/test_problems.py \
+        > "$OUT/gpu_tests_problems.txt" 2>&1 &
+    tests2=$!
+    (for p in gemv dual_gemm group_gemm; do
+        fp4 verify --problem "nvfp4_$p" --group tests --device cuda --seeds 1 -q --isolation none \
+            --kernel "tests/fixtures/problems/${p}_correct.py,sm90-*,torch-ref,cublas-dense"
+        echo "verify $p rc=$?"
+    done) > "$OUT/verify.txt" 2>&1 &
+    verify=$!
+    fp4 verify --device cuda --shapes shapes/verify.yml --format mxfp8 --seeds 1 -q --isolation none \
+        --kernel 'sm90-mxfp8*' --kernel torch-scaled-fp8 --kernel cublas-dense > "$OUT/log.txt" 2>&1
+    echo "verify mxfp8 rc=$?" >> "$OUT/log.txt"
+    wait $verify $tests2 $tests
+    for f in gpu_tests gpu_tests_problems; do echo "$f: $(tail -1 "$OUT/$f.txt")"; done
+    grep -E "rc=|passed" "$OUT/verify.txt" "$OUT/log.txt"
+    for p in gemv dual_gemm group_gemm; do
+        fp4 run --problem "nvfp4_$p" --group benchmarks --device cuda --kernels 'sm90-*,cublas-dense' \
+            --budget 0.2 -q --isolation none --json "$OUT/bench_$p.json" >> "$OUT/log.txt" 2>&1
+        echo "bench $p rc=$?" | tee -a "$OUT/log.txt"
+    done
+    fp4 run --shapes shapes/task.yml --group benchmarks --format mxfp8 --budget 0.2 -q --isolation none \
+        --kernels 'sm90-mxfp8*,torch-scaled-fp8,cublas-dense' --json "$OUT/bench_mxfp8.json" >> "$OUT/log.txt" 2>&1
+    echo "bench mxfp8 rc=$?" | tee -a "$OUT/log.txt"
     ;;
 *)
     echo "unknown stage $1" >&2; exit 2 ;;

@@ -157,6 +157,9 @@ class _DelayKernel:
     def unsupported_reason(self, kind, fmt_name, target):
         return None
 
+    def approximation_allowance(self, problem):
+        return None
+
     def can_implement(self, problem):
         return None
 
