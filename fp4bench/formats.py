@@ -139,6 +139,7 @@ GEMM_FORMATS = MappingProxyType({
         # MX scales span 2^-127..2^127: bf16 output keeps the range.
         GemmFormat("mxfp4", MXFP4, MXFP4, torch.bfloat16, "MXFP4 x MXFP4 -> bf16"),
         GemmFormat("w4a8", MXFP8, MXFP4, torch.bfloat16, "MXFP8 activations x MXFP4 weights -> bf16"),
+        GemmFormat("mxfp8", MXFP8, MXFP8, torch.bfloat16, "MXFP8 x MXFP8 -> bf16"),
         GemmFormat("w4a16-nvfp4", BF16, NVFP4, torch.bfloat16, "bf16 activations x NVFP4 weights -> bf16"),
         GemmFormat("w4a16-mxfp4", BF16, MXFP4, torch.bfloat16, "bf16 activations x MXFP4 weights -> bf16"),
     )

@@ -29,8 +29,10 @@ PROBED = [
     ("sm120_nvfp4_f16_128x128x256", "nvfp4"),
     ("sm120_mxfp4_bf16_128x128x256", "mxfp4"),
     ("sm120_w4a8_bf16_128x128x128", "w4a8"),
+    ("sm120_mxfp8_bf16_128x128x128", "mxfp8"),
     ("sm100_nvfp4_f16_128x128x256", "nvfp4"),
     ("sm100_w4a8_bf16_128x128x128", "w4a8"),
+    ("sm100_mxfp8_bf16_128x128x128", "mxfp8"),
 ]
 # M, N off the 128-row tiles; K giving 1, 2, 3, 4, 5 and many scale columns (padding to 4 and beyond).
 SHAPES = [(128, 256, 256, 1), (1, 130, 64, 1), (200, 72, 128, 2), (257, 384, 192, 1), (96, 300, 320, 3),

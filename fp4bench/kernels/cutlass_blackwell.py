@@ -5,13 +5,15 @@ Variants (each a `Kernel`; sources in kernels/cutlass/, one templated definition
   sm120-nvfp4-bf16  the same MMA with bf16 output (format "nvfp4-bf16")
   sm120-mxfp4       MXFP4 x MXFP4 -> bf16
   sm120-w4a8        MXFP8 activations x MXFP4 weights -> bf16 (the mxf8f6f4 MMA)
+  sm120-mxfp8       MXFP8 x MXFP8 -> bf16 (the mxf8f6f4 MMA with e4m3 on both sides, example 79c's mainloop)
   sm100-nvfp4       NVFP4 x NVFP4 -> fp16 on B200 (1-SM tcgen05, CUTLASS example 72a's mainloop)
   sm100-w4a8        MXFP8 x MXFP4 -> bf16 on B200 (CUTLASS example 72c's operand mix)
-Constraints: both operands K-major (the competition's layout; SM120 accepts no other); cluster 1x1x1;
-K a multiple of 32 (16-byte rows of packed FP4), of 128 where FP4 meets FP8 (CUTLASS's mxf8f6f4
-alignment); N a multiple of 8 (16-byte output rows); M any. The kernels read the competition's tensors in
-place: A/B through their [rows, K, L] strides, scales through the storage behind the permuted 6-D views
-(the blocked layout, one block per batch), C as D. Nothing is repacked in the timed path.
+  sm100-mxfp8       MXFP8 x MXFP8 -> bf16 on B200 (72c's mxf8f6f4 mainloop, e4m3 on both sides)
+Constraints: both operands K-major (the competition's layout; SM120 accepts no other); cluster 1x1x1; K a
+multiple of 32 (16-byte rows of packed FP4; MXFP8's scale block), of 128 where FP4 meets FP8 (CUTLASS's
+mxf8f6f4 alignment); N a multiple of 8 (16-byte output rows); M any. The kernels read the competition's
+tensors in place: A/B through their [rows, K, L] strides, scales through the storage behind the permuted
+6-D views (the blocked layout, one block per batch), C as D. Nothing is repacked in the timed path.
 
 Host-side argument setup is pure Python (`GemmArguments.from_data`), unit-tested on the CPU; the compiled
 library exports a C ABI (kernels/cutlass/gemm_args.h) called through ctypes.
@@ -81,10 +83,14 @@ VARIANTS = (
             k_multiple=32, description="CUTLASS SM120 MXFP4 x MXFP4 -> bf16"),
     Variant("sm120-w4a8", "sm_120a", "w4a8", (TileConfig("sm120_w4a8_bf16_128x128x128"),),
             k_multiple=128, description="CUTLASS SM120 MXFP8 x MXFP4 -> bf16 (mxf8f6f4 block_scale)"),
+    Variant("sm120-mxfp8", "sm_120a", "mxfp8", (TileConfig("sm120_mxfp8_bf16_128x128x128"),),
+            k_multiple=32, description="CUTLASS SM120 MXFP8 x MXFP8 -> bf16 (mxf8f6f4 block_scale)"),
     Variant("sm100-nvfp4", "sm_100a", "nvfp4", (TileConfig("sm100_nvfp4_f16_128x128x256"),),
             k_multiple=32, description="CUTLASS SM100 NVFP4 x NVFP4 -> fp16 (tcgen05, 1 SM)"),
     Variant("sm100-w4a8", "sm_100a", "w4a8", (TileConfig("sm100_w4a8_bf16_128x128x128"),),
             k_multiple=128, description="CUTLASS SM100 MXFP8 x MXFP4 -> bf16 (tcgen05, 1 SM)"),
+    Variant("sm100-mxfp8", "sm_100a", "mxfp8", (TileConfig("sm100_mxfp8_bf16_128x128x128"),),
+            k_multiple=32, description="CUTLASS SM100 MXFP8 x MXFP8 -> bf16 (tcgen05, 1 SM)"),
 )
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 # Host-only program printing CUTLASS's scale-factor layout offsets for these configs (tests/test_cutlass_layout.py).

@@ -78,6 +78,10 @@ using sm120_mxfp4_bf16_128x128x256 = fp4bench::Sm120Gemm<fp4bench::MxFp4, fp4ben
 using sm120_w4a8_bf16_128x128x128 = fp4bench::Sm120Gemm<fp4bench::MxFp8, fp4bench::kFp8Alignment, fp4bench::MxFp4,
                                                         fp4bench::kFp4InF8f6f4Alignment, cutlass::bfloat16_t,
                                                         fp4bench::Tile<128, 128, 128>>;
+// sm120-mxfp8: MXFP8 x MXFP8 (example 79c's mainloop with an e4m3 B)
+using sm120_mxfp8_bf16_128x128x128 = fp4bench::Sm120Gemm<fp4bench::MxFp8, fp4bench::kFp8Alignment, fp4bench::MxFp8,
+                                                         fp4bench::kFp8Alignment, cutlass::bfloat16_t,
+                                                         fp4bench::Tile<128, 128, 128>>;
 // sm100-nvfp4
 using sm100_nvfp4_f16_128x128x256 = fp4bench::Sm100Gemm<fp4bench::NvFp4, fp4bench::kFp4Alignment, fp4bench::NvFp4,
                                                         fp4bench::kFp4Alignment, cutlass::half_t, fp4bench::Tile<128, 128, 256>,
@@ -87,3 +91,9 @@ using sm100_w4a8_bf16_128x128x128 = fp4bench::Sm100Gemm<fp4bench::MxFp8, fp4benc
                                                         fp4bench::kFp4InF8f6f4Alignment, cutlass::bfloat16_t,
                                                         fp4bench::Tile<128, 128, 128>,
                                                         cutlass::gemm::KernelTmaWarpSpecialized1SmMxf8f6f4Sm100>;
+// sm100-mxfp8 (example 72c's mxf8f6f4 mainloop with e4m3 on both sides, on a 1-SM tile)
+using sm100_mxfp8_bf16_128x128x128 = fp4bench::Sm100Gemm<fp4bench::MxFp8, fp4bench::kFp8Alignment, fp4bench::MxFp8,
+                                                         fp4bench::kFp8Alignment, cutlass::bfloat16_t,
+                                                         fp4bench::Tile<128, 128, 128>,
+                                                         cutlass::gemm::KernelTmaWarpSpecialized1SmMxf8f6f4Sm100>;
+

@@ -58,8 +58,10 @@ const Entry kConfigs[] = {
     {"sm120_nvfp4_f16_128x128x256", &probe<sm120_nvfp4_f16_128x128x256>},
     {"sm120_mxfp4_bf16_128x128x256", &probe<sm120_mxfp4_bf16_128x128x256>},
     {"sm120_w4a8_bf16_128x128x128", &probe<sm120_w4a8_bf16_128x128x128>},
+    {"sm120_mxfp8_bf16_128x128x128", &probe<sm120_mxfp8_bf16_128x128x128>},
     {"sm100_nvfp4_f16_128x128x256", &probe<sm100_nvfp4_f16_128x128x256>},
     {"sm100_w4a8_bf16_128x128x128", &probe<sm100_w4a8_bf16_128x128x128>},
+    {"sm100_mxfp8_bf16_128x128x128", &probe<sm100_mxfp8_bf16_128x128x128>},
 };
 
 #define FP4BENCH_FIELD(f) std::printf(#f " %zu\n", offsetof(Fp4benchGemmArgs, f));
