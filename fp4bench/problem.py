@@ -37,7 +37,10 @@ SEED_STRIDE = 42
 COMPETITION_FORMAT = "nvfp4"
 # Problem kinds a kernel may declare (`Kernel.problems`).
 GEMM = "gemm"
-PROBLEM_KINDS = (GEMM,)
+GEMV = "gemv"
+DUAL_GEMM = "dual_gemm"
+GROUP_GEMM = "group_gemm"
+PROBLEM_KINDS = (GEMM, GEMV, DUAL_GEMM, GROUP_GEMM)
 
 
 @dataclass(frozen=True, order=True)

@@ -85,16 +85,18 @@ def test_installed_cutlass_header_gets_the_fix(cache):
     include = B.cutlass_include_dir()
     if include is None:
         pytest.skip("nvidia-cutlass is not installed")
-    original = (include / B.SM120_MAINLOOP_HEADER).read_text()
     overlay = B.header_overlay(include)
-    if B.patch_sm120_mainloop(original) is None:
-        assert overlay is None                               # CUTLASS >= 4.4: nothing to patch
-        return
-    patched = (overlay / B.SM120_MAINLOOP_HEADER).read_text()
-    assert patched.count("alignas(16) cute::ArrayEngine<ElementSF") == 2
-    # Only the two declarations change.
-    assert patched.replace("alignas(16) cute::ArrayEngine<ElementSF", "cute::ArrayEngine<ElementSF") == original
-    assert overlay.parent == cache
+    # The plain and the grouped (ptr-array) SM120 mainloop: each is patched, or already fixed.
+    for name in B.SM120_MAINLOOP_HEADERS:
+        original = (include / name).read_text()
+        if B.patch_sm120_mainloop(original) is None:
+            assert overlay is None or not (overlay / name).exists()    # CUTLASS >= 4.4: nothing to patch
+            continue
+        patched = (overlay / name).read_text()
+        assert patched.count("alignas(16) cute::ArrayEngine<ElementSF") == 2, name
+        # Only the two declarations change.
+        assert patched.replace("alignas(16) cute::ArrayEngine<ElementSF", "cute::ArrayEngine<ElementSF") == original
+        assert overlay.parent == cache
 
 
 def test_ninja_file_puts_the_overlay_first(sources, tmp_path):

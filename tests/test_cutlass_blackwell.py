@@ -26,11 +26,11 @@ from fp4bench.pipeline import check_case
 from fp4bench.kernels import all_kernels
 from fp4bench.kernels import cutlass_blackwell as cb
 from fp4bench.layouts import blocked_numel, blocked_offset
-from fp4bench.problem import Shape, generate
+from fp4bench.problem import GEMM, Shape, generate
 from fp4bench.resources import kernel_source_dir
 
 EXPECTED_VARIANTS = {"sm120-nvfp4", "sm120-nvfp4-bf16", "sm120-mxfp4", "sm120-w4a8", "sm120-mxfp8", "sm100-nvfp4",
-                     "sm100-w4a8", "sm100-mxfp8"}
+                     "sm100-w4a8", "sm100-mxfp8", "sm120-nvfp4-grouped", "sm100-nvfp4-grouped"}
 HOPPER = Target("cuda", 0, (9, 0), "NVIDIA H200")
 RTX5090 = Target("cuda", 0, (12, 0), "NVIDIA GeForce RTX 5090")
 
@@ -204,9 +204,11 @@ SASS_PATTERNS = {
     "sm120-mxfp4": r"OMMA\.SF\.16864\.F32\.E2M1\.E2M1\.E8",
     "sm120-w4a8": r"QMMA\.SF\.16832\.F32\.E4M3\.E2M1\.E8",
     "sm120-mxfp8": r"QMMA\.SF\.16832\.F32\.E4M3\.E4M3\.E8",
+    "sm120-nvfp4-grouped": r"OMMA\.SF\.16864\.F32\.E2M1\.E2M1\.UE4M3",
     # SM100: tcgen05 UMMA reading both scale tensors from tensor memory (the two extra tmem operands).
     "sm100-nvfp4": r"UTCOMMA\.4X gdesc\[\w+\], gdesc\[\w+\], tmem\[\w+\], tmem\[\w+\], idesc\[\w+\], tmem\[\w+\]",
     "sm100-w4a8": r"UTCQMMA\S* gdesc\[\w+\], gdesc\[\w+\], tmem\[\w+\], tmem\[\w+\], idesc\[\w+\], tmem\[\w+\]",
+    "sm100-nvfp4-grouped": r"UTCOMMA\.4X gdesc\[\w+\], gdesc\[\w+\], tmem\[\w+\], tmem\[\w+\], idesc\[\w+\], tmem\[\w+\]",
     "sm100-mxfp8": r"UTCQMMA\S* gdesc\[\w+\], gdesc\[\w+\], tmem\[\w+\], tmem\[\w+\], idesc\[\w+\], tmem\[\w+\]",
 }
 
@@ -240,8 +242,10 @@ def test_variants_compile_to_block_scaled_mma(built_variants):
 @pytest.mark.slow
 @needs_variants
 def test_cutlass_can_implement_agrees(built_variants):
-    """CUTLASS's host-side can_implement (through the C ABI) accepts what ours accepts, rejects misaligned K."""
-    for v in cb.VARIANTS:
+    """CUTLASS's host-side can_implement (through the C ABI) accepts what ours accepts, rejects misaligned K.
+
+    GEMM variants here; the grouped ones in tests/test_cutlass_grouped.py."""
+    for v in (v for v in cb.VARIANTS if v.problem == GEMM):
         lib = cb.CutlassLibrary(str(built_variants[v.name]))
         fa, _, _ = cb.operand_formats(v.format)
         for tile in v.tiles:
