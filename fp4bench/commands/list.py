@@ -13,6 +13,12 @@ from tabulate import tabulate
 from ..kernels import all_kernels, import_errors
 from .common import device_option, resolve_target
 
+TABLE_WIDTH = 100
+FORMATS_WIDTH = 24
+TARGETS_WIDTH = 8
+REASON_WIDTH = 25
+MIN_REASON_WIDTH = 16
+
 
 def _built(kernel) -> str:
     spec_fn = getattr(kernel, "build_spec", None)
@@ -24,6 +30,18 @@ def _built(kernel) -> str:
         return "yes" if cached_product(spec_fn()) is not None else "no"
     except Exception as e:  # a broken toolchain must not hide the list
         return f"? ({type(e).__name__})"
+
+
+def _fitted_table(rows: list[list[str]], headers: list[str]) -> str:
+    """The table with the last column narrowed until every line fits TABLE_WIDTH (or it reaches its minimum)."""
+    reason_width = REASON_WIDTH
+    while True:
+        table = tabulate(rows, headers=headers,
+                         maxcolwidths=[None, None, FORMATS_WIDTH, TARGETS_WIDTH, None, reason_width])
+        over = max(map(len, table.splitlines())) - TABLE_WIDTH
+        if over <= 0 or reason_width == MIN_REASON_WIDTH:
+            return table
+        reason_width = max(MIN_REASON_WIDTH, reason_width - over)
 
 
 @click.command("list")
@@ -43,9 +61,9 @@ def list_kernels(device, role):
         rows.append([name, k.role, ", ".join(k.formats), ", ".join(k.archs) if k.archs else "any",
                      _built(k), "yes" if reason is None else f"no: {reason}"])
     click.echo(f"kernels on {target.describe()}:")
-    # Formats and the reason wrap; the rest keeps its width, so the table fits 100 columns.
-    click.echo(tabulate(rows, headers=["kernel", "role", "formats", "targets", "built", "runs here"],
-                        maxcolwidths=[None, None, 24, 8, None, 25]))
+    # Formats and the reason wrap; the rest keeps its width. The reason takes what is left of 100 columns,
+    # so a long kernel name narrows it rather than widening the table.
+    click.echo(_fitted_table(rows, ["kernel", "role", "formats", "targets", "built", "runs here"]))
     errors = import_errors()
     if errors:
         click.echo("\nkernel modules that failed to import:")
