@@ -18,10 +18,11 @@ Torch here may be a CPU build (its CUDA extension builder refuses without CUDA),
 build on machines without a GPU; so nvcc is driven directly and the libraries export a plain C ABI.
 
 CUTLASS headers come from the `nvidia-cutlass` wheel (or $FP4BENCH_CUTLASS_DIR, a directory holding
-`include/`). CUTLASS before 4.4 lacks `alignas(16)` on the SM120 block-scaled mainloop's shared-memory
-scale arrays (a 'misaligned address' crash on SM120); `header_overlay` writes a patched copy of that one
-header into the cache and puts it first on the include path. Headers that already carry the fix get no
-overlay; a header in neither known form stops SM120 builds with an explanation.
+`include/`). CUTLASS before 4.4 lacks `alignas(16)` on the SM120 block-scaled mainloops' shared-memory
+scale arrays (a 'misaligned address' crash on SM120; the plain and the grouped mainloop alike);
+`header_overlay` writes patched copies of those headers into the cache and puts it first on the include
+path. Headers that already carry the fix get no overlay; a header in neither known form stops SM120
+builds with an explanation.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ NVCC_FLAGS = (
 
 # The SM120 block-scaled mainloop header and the fix CUTLASS 4.4 made to it.
 SM120_MAINLOOP_HEADER = "cutlass/gemm/collective/sm120_blockscaled_mma_tma.hpp"
+# Its grouped (ptr-array) twin has the same declarations and the same fix.
+SM120_ARRAY_MAINLOOP_HEADER = "cutlass/gemm/collective/sm120_blockscaled_mma_array_tma.hpp"
+SM120_MAINLOOP_HEADERS = (SM120_MAINLOOP_HEADER, SM120_ARRAY_MAINLOOP_HEADER)
 _SF_DECL = re.compile(r"^(\s*)(cute::ArrayEngine<ElementSF, cute::cosize_v<SmemLayoutSF[AB]>> smem_SF[AB];)", re.M)
 _SF_DECL_FIXED = re.compile(r"alignas\(16\) cute::ArrayEngine<ElementSF, cute::cosize_v<SmemLayoutSF([AB])>> smem_SF\1;")
 
@@ -212,7 +216,7 @@ def toolchain_problem(spec: BuildSpec | None = None) -> str | None:
 
 # ----------------------------------------------------------------------------------- CUTLASS header fix
 
-def patch_sm120_mainloop(text: str) -> str | None:
+def patch_sm120_mainloop(text: str, name: str = SM120_MAINLOOP_HEADER) -> str | None:
     """The header with alignas(16) on the scale arrays; None if it already has it.
 
     Raises BuildError for a header in neither the known unfixed nor the fixed form.
@@ -221,33 +225,40 @@ def patch_sm120_mainloop(text: str) -> str | None:
         return None
     patched, count = _SF_DECL.subn(r"\1alignas(16) \2", text)
     if count != 2:
-        raise BuildError(f"{SM120_MAINLOOP_HEADER} is in an unknown form: cannot apply the 16-byte alignment "
+        raise BuildError(f"{name} is in an unknown form: cannot apply the 16-byte alignment "
                          "fix of the shared-memory scale arrays (CUTLASS 4.4); use CUTLASS >= 4.4 headers "
                          f"through {CUTLASS_ENV}")
     return patched
 
 
 def header_overlay(include: Path, root: Path | None = None, write: bool = True) -> Path | None:
-    """A directory to put before the CUTLASS include path, holding the patched SM120 mainloop header.
+    """A directory to put before the CUTLASS include path, holding the patched SM120 mainloop headers.
 
-    None when the installed header already has the fix. Content-addressed (the directory's name is a digest
-    of the patched header), so concurrent writers agree. `write=False` only names it (a cache lookup
-    writes nothing).
+    None when every installed header already has the fix (a header the tree lacks is left alone).
+    Content-addressed (the directory's name is a digest of the patched headers), so concurrent writers
+    agree. `write=False` only names it (a cache lookup writes nothing).
     """
-    original = include / SM120_MAINLOOP_HEADER
-    if not original.is_file():
+    patched: dict[str, str] = {}
+    for name in SM120_MAINLOOP_HEADERS:
+        original = include / name
+        if original.is_file():
+            text = patch_sm120_mainloop(original.read_text(), name)
+            if text is not None:
+                patched[name] = text
+    if not patched:
         return None
-    patched = patch_sm120_mainloop(original.read_text())
-    if patched is None:
-        return None
-    digest = hashlib.sha256(patched.encode()).hexdigest()[:16]
-    overlay = (root or cache_root()) / f"cutlass-overlay-{digest}"
-    target = overlay / SM120_MAINLOOP_HEADER
-    if write and not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(patched)
-        tmp.replace(target)
+    h = hashlib.sha256()
+    for name, text in patched.items():
+        h.update(name.encode())
+        h.update(text.encode())
+    overlay = (root or cache_root()) / f"cutlass-overlay-{h.hexdigest()[:16]}"
+    for name, text in patched.items():
+        target = overlay / name
+        if write and not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(text)
+            tmp.replace(target)
     return overlay
 
 
@@ -304,8 +315,8 @@ class Toolchain:
 
     def materialize(self) -> None:
         """Write the overlay that `detect` only named (before compiling against it)."""
-        if self.overlay is not None and not (self.overlay / SM120_MAINLOOP_HEADER).is_file():
-            header_overlay(self.cutlass_include, self.overlay.parent)
+        if self.overlay is not None:
+            header_overlay(self.cutlass_include, self.overlay.parent)   # writes only what is missing
 
 
 def compile_flags(spec: BuildSpec, tools: Toolchain, placeholders: bool = False) -> list[str]:

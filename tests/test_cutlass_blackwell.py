@@ -26,10 +26,11 @@ from fp4bench.pipeline import check_case
 from fp4bench.kernels import all_kernels
 from fp4bench.kernels import cutlass_blackwell as cb
 from fp4bench.layouts import blocked_numel, blocked_offset
-from fp4bench.problem import Shape, generate
+from fp4bench.problem import GEMM, Shape, generate
 from fp4bench.resources import kernel_source_dir
 
-EXPECTED_VARIANTS = {"sm120-nvfp4", "sm120-nvfp4-bf16", "sm120-mxfp4", "sm120-w4a8", "sm100-nvfp4", "sm100-w4a8"}
+EXPECTED_VARIANTS = {"sm120-nvfp4", "sm120-nvfp4-bf16", "sm120-mxfp4", "sm120-w4a8", "sm120-mxfp8", "sm100-nvfp4",
+                     "sm100-w4a8", "sm100-mxfp8", "sm120-nvfp4-grouped", "sm100-nvfp4-grouped"}
 HOPPER = Target("cuda", 0, (9, 0), "NVIDIA H200")
 RTX5090 = Target("cuda", 0, (12, 0), "NVIDIA GeForce RTX 5090")
 
@@ -45,6 +46,7 @@ def _addr(t: torch.Tensor, *idx) -> int:
     ("nvfp4", Shape(130, 200, 192, 3, seed=4)),      # M, N not multiples of 128; batched
     ("mxfp4", Shape(96, 136, 320, 2, seed=5)),
     ("w4a8", Shape(200, 72, 384, 2, seed=6)),
+    ("mxfp8", Shape(130, 72, 96, 2, seed=7)),        # 3 scale columns: padded to 4 in the blocked layout
 ])
 def test_arguments_address_every_operand_element(fmt_name, shape):
     fmt = GEMM_FORMATS[fmt_name]
@@ -123,6 +125,9 @@ def test_every_variant_is_registered():
     ("sm120-w4a8", Shape(128, 256, 384), None),
     ("sm120-w4a8", Shape(128, 256, 192), "K=192 is not a multiple of 128"),
     ("sm100-w4a8", Shape(128, 256, 160), "K=160 is not a multiple of 128"),
+    ("sm120-mxfp8", Shape(130, 256, 96), None),
+    ("sm100-mxfp8", Shape(1, 8, 32), None),
+    ("sm100-mxfp8", Shape(128, 12, 64), "N=12 is not a multiple of 8"),
     ("sm100-nvfp4", Shape(7, 8, 32), None),
 ])
 def test_can_implement(name, shape, reason):
@@ -183,8 +188,9 @@ def test_list_shows_every_variant():
     for name in EXPECTED_VARIANTS:
         assert name in lines, res.output
         assert ("sm_120a" if name.startswith("sm120") else "sm_100a") in lines[name]
-        assert " no " in lines[name]   # cannot run on a CPU, and says so
+        assert " no: needs sm_1" in lines[name]   # cannot run on a CPU, and says so (built or not)
     assert "w4a8" in lines["sm100-w4a8"]
+    assert "mxfp8" in lines["sm120-mxfp8"] and "mxfp8" in lines["sm100-mxfp8"]
 
 
 # ------------------------------------------------------------------------- compiled (nvcc, session)
@@ -197,9 +203,13 @@ SASS_PATTERNS = {
     "sm120-nvfp4-bf16": r"OMMA\.SF\.16864\.F32\.E2M1\.E2M1\.UE4M3",
     "sm120-mxfp4": r"OMMA\.SF\.16864\.F32\.E2M1\.E2M1\.E8",
     "sm120-w4a8": r"QMMA\.SF\.16832\.F32\.E4M3\.E2M1\.E8",
+    "sm120-mxfp8": r"QMMA\.SF\.16832\.F32\.E4M3\.E4M3\.E8",
+    "sm120-nvfp4-grouped": r"OMMA\.SF\.16864\.F32\.E2M1\.E2M1\.UE4M3",
     # SM100: tcgen05 UMMA reading both scale tensors from tensor memory (the two extra tmem operands).
     "sm100-nvfp4": r"UTCOMMA\.4X gdesc\[\w+\], gdesc\[\w+\], tmem\[\w+\], tmem\[\w+\], idesc\[\w+\], tmem\[\w+\]",
     "sm100-w4a8": r"UTCQMMA\S* gdesc\[\w+\], gdesc\[\w+\], tmem\[\w+\], tmem\[\w+\], idesc\[\w+\], tmem\[\w+\]",
+    "sm100-nvfp4-grouped": r"UTCOMMA\.4X gdesc\[\w+\], gdesc\[\w+\], tmem\[\w+\], tmem\[\w+\], idesc\[\w+\], tmem\[\w+\]",
+    "sm100-mxfp8": r"UTCQMMA\S* gdesc\[\w+\], gdesc\[\w+\], tmem\[\w+\], tmem\[\w+\], idesc\[\w+\], tmem\[\w+\]",
 }
 
 
@@ -232,8 +242,10 @@ def test_variants_compile_to_block_scaled_mma(built_variants):
 @pytest.mark.slow
 @needs_variants
 def test_cutlass_can_implement_agrees(built_variants):
-    """CUTLASS's host-side can_implement (through the C ABI) accepts what ours accepts, rejects misaligned K."""
-    for v in cb.VARIANTS:
+    """CUTLASS's host-side can_implement (through the C ABI) accepts what ours accepts, rejects misaligned K.
+
+    GEMM variants here; the grouped ones in tests/test_cutlass_grouped.py."""
+    for v in (v for v in cb.VARIANTS if v.problem == GEMM):
         lib = cb.CutlassLibrary(str(built_variants[v.name]))
         fa, _, _ = cb.operand_formats(v.format)
         for tile in v.tiles:

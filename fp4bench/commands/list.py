@@ -15,6 +15,13 @@ from ..kernels import all_kernels, import_errors
 from ..problem import PROBLEM_KINDS
 from .common import device_option, resolve_target
 
+TABLE_WIDTH = 100
+KINDS_WIDTH = 10
+FORMATS_WIDTH = 16
+TARGETS_WIDTH = 8
+REASON_WIDTH = 18
+MIN_REASON_WIDTH = 12
+
 
 def _built(kernel) -> str:
     spec_fn = getattr(kernel, "build_spec", None)
@@ -31,6 +38,18 @@ def _built(kernel) -> str:
 def _kinds(kernel) -> str:
     """The problem kinds a kernel computes ('all' when every one)."""
     return "all" if set(kernel.problems) >= set(PROBLEM_KINDS) else ", ".join(kernel.problems)
+
+
+def _fitted_table(rows: list[list[str]], headers: list[str]) -> str:
+    """The table with the last column narrowed until every line fits TABLE_WIDTH (or it reaches its minimum)."""
+    reason_width = REASON_WIDTH
+    while True:
+        table = tabulate(rows, headers=headers,
+                         maxcolwidths=[None, None, KINDS_WIDTH, FORMATS_WIDTH, TARGETS_WIDTH, None, reason_width])
+        over = max(map(len, table.splitlines())) - TABLE_WIDTH
+        if over <= 0 or reason_width == MIN_REASON_WIDTH:
+            return table
+        reason_width = max(MIN_REASON_WIDTH, reason_width - over)
 
 
 @click.command("list")
@@ -50,9 +69,9 @@ def list_kernels(device, role):
         rows.append([name, k.role, _kinds(k), ", ".join(k.formats), ", ".join(k.archs) if k.archs else "any",
                      _built(k), "yes" if reason is None else f"no: {reason}"])
     click.echo(f"kernels on {target.describe()}:")
-    # Kinds, formats and the reason wrap; the rest keeps its width, so the table fits 100 columns.
-    click.echo(tabulate(rows, headers=["kernel", "role", "problems", "formats", "targets", "built", "runs here"],
-                        maxcolwidths=[None, None, 10, 16, 8, None, 18]))
+    # Kinds, formats and the reason wrap; the rest keeps its width. The reason takes what is left of 100
+    # columns, so a long kernel name narrows it rather than widening the table.
+    click.echo(_fitted_table(rows, ["kernel", "role", "problems", "formats", "targets", "built", "runs here"]))
     errors = import_errors()
     if errors:
         click.echo("\nkernel modules that failed to import:")

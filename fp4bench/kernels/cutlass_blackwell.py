@@ -5,16 +5,26 @@ Variants (each a `Kernel`; sources in kernels/cutlass/, one templated definition
   sm120-nvfp4-bf16  the same MMA with bf16 output (format "nvfp4-bf16")
   sm120-mxfp4       MXFP4 x MXFP4 -> bf16
   sm120-w4a8        MXFP8 activations x MXFP4 weights -> bf16 (the mxf8f6f4 MMA)
+  sm120-mxfp8       MXFP8 x MXFP8 -> bf16 (the mxf8f6f4 MMA with e4m3 on both sides, example 79c's mainloop)
   sm100-nvfp4       NVFP4 x NVFP4 -> fp16 on B200 (1-SM tcgen05, CUTLASS example 72a's mainloop)
   sm100-w4a8        MXFP8 x MXFP4 -> bf16 on B200 (CUTLASS example 72c's operand mix)
-Constraints: both operands K-major (the competition's layout; SM120 accepts no other); cluster 1x1x1;
-K a multiple of 32 (16-byte rows of packed FP4), of 128 where FP4 meets FP8 (CUTLASS's mxf8f6f4
-alignment); N a multiple of 8 (16-byte output rows); M any. The kernels read the competition's tensors in
-place: A/B through their [rows, K, L] strides, scales through the storage behind the permuted 6-D views
-(the blocked layout, one block per batch), C as D. Nothing is repacked in the timed path.
+  sm100-mxfp8       MXFP8 x MXFP8 -> bf16 on B200 (72c's mxf8f6f4 mainloop, e4m3 on both sides)
+  sm120-nvfp4-grouped, sm100-nvfp4-grouped
+                    the competition's group_gemm (problem kind "group_gemm"): every group's NVFP4 GEMM -> fp16
+                    in one launch (CUTLASS ptr-array grouped GEMM, examples 79d and 75); returns the groups' C
+Constraints: both operands K-major (the competition's layout; SM120 accepts no other); cluster 1x1x1; K a
+multiple of 32 (16-byte rows of packed FP4; MXFP8's scale block), of 128 where FP4 meets FP8 (CUTLASS's
+mxf8f6f4 alignment); N a multiple of 8 (16-byte output rows); M any. The kernels read the competition's
+tensors in place: A/B through their [rows, K, L] strides, scales through the storage behind the permuted
+6-D views (the blocked layout, one block per batch), C as D. Nothing is repacked in the timed path.
 
-Host-side argument setup is pure Python (`GemmArguments.from_data`), unit-tested on the CPU; the compiled
-library exports a C ABI (kernels/cutlass/gemm_args.h) called through ctypes.
+Grouped: per group L = 1 and the limits above; M per group any (the competition's are not multiples of
+128). The groups' pointers, strides and per-group scale layouts go to CUTLASS as device arrays, packed by
+the library's `pack` into one argument image, copied to the device on an input set's first call and
+reused after (a call then initializes CUTLASS on it and launches).
+
+Host-side argument setup is pure Python (`GemmArguments.from_data`, `grouped_arguments`), unit-tested on
+the CPU; the compiled library exports a C ABI (kernels/cutlass/gemm_args.h) called through ctypes.
 """
 
 from __future__ import annotations
@@ -29,10 +39,13 @@ from ..arch import Target
 from ..build import HOST_TARGET, BuildSpec, BuildUnit, build, cached_product, toolchain_problem
 from ..formats import GEMM_FORMATS, OperandFormat
 from ..layouts import TILE_BYTES, ceil_div, competition_blocked_bytes, TILE_COLS, TILE_ROWS
-from ..problem import Problem, Shape
+from ..problem import GEMM, GROUP_GEMM, Problem, Shape
 from .base import Kernel, RunFn
 
 GEMM_UNIT_SOURCE = "cutlass/gemm_unit.cu"
+GROUPED_UNIT_SOURCE = "cutlass/grouped_gemm_unit.cu"
+# The compilation unit that instantiates a config, by problem kind.
+UNIT_SOURCES = {GEMM: GEMM_UNIT_SOURCE, GROUP_GEMM: GROUPED_UNIT_SOURCE}
 STATUS_UNIT_SOURCE = "cutlass/status.cu"
 # Bytes per TMA-loaded row must be a multiple of 16.
 TMA_ROW_BYTES = 16
@@ -57,6 +70,7 @@ class Variant:
     k_multiple: int                   # from operand alignment (CUTLASS), beyond the format's block size
     n_multiple: int = 8
     description: str = ""
+    problem: str = GEMM               # a problem kind of fp4bench.problem: which C entry points the library has
 
     def choose(self, m: int) -> TileConfig:
         for tile in self.tiles:
@@ -65,7 +79,8 @@ class Variant:
         raise ValueError(f"{self.name}: no tile config for M={m}")
 
     def build_spec(self) -> BuildSpec:
-        units = tuple(BuildUnit(t.name, GEMM_UNIT_SOURCE, (("FP4BENCH_CONFIG", t.name),)) for t in self.tiles)
+        source = UNIT_SOURCES[self.problem]
+        units = tuple(BuildUnit(t.name, source, (("FP4BENCH_CONFIG", t.name),)) for t in self.tiles)
         return BuildSpec(self.name, self.target, units + (BuildUnit("status", STATUS_UNIT_SOURCE),))
 
 
@@ -81,10 +96,21 @@ VARIANTS = (
             k_multiple=32, description="CUTLASS SM120 MXFP4 x MXFP4 -> bf16"),
     Variant("sm120-w4a8", "sm_120a", "w4a8", (TileConfig("sm120_w4a8_bf16_128x128x128"),),
             k_multiple=128, description="CUTLASS SM120 MXFP8 x MXFP4 -> bf16 (mxf8f6f4 block_scale)"),
+    Variant("sm120-mxfp8", "sm_120a", "mxfp8", (TileConfig("sm120_mxfp8_bf16_128x128x128"),),
+            k_multiple=32, description="CUTLASS SM120 MXFP8 x MXFP8 -> bf16 (mxf8f6f4 block_scale)"),
     Variant("sm100-nvfp4", "sm_100a", "nvfp4", (TileConfig("sm100_nvfp4_f16_128x128x256"),),
             k_multiple=32, description="CUTLASS SM100 NVFP4 x NVFP4 -> fp16 (tcgen05, 1 SM)"),
     Variant("sm100-w4a8", "sm_100a", "w4a8", (TileConfig("sm100_w4a8_bf16_128x128x128"),),
             k_multiple=128, description="CUTLASS SM100 MXFP8 x MXFP4 -> bf16 (tcgen05, 1 SM)"),
+    Variant("sm100-mxfp8", "sm_100a", "mxfp8", (TileConfig("sm100_mxfp8_bf16_128x128x128"),),
+            k_multiple=32, description="CUTLASS SM100 MXFP8 x MXFP8 -> bf16 (tcgen05, 1 SM)"),
+    # Grouped NVFP4 (the competition's group_gemm): every group in one persistent launch.
+    Variant("sm120-nvfp4-grouped", "sm_120a", "nvfp4", (TileConfig("sm120_nvfp4_grouped_f16_128x128x128"),),
+            k_multiple=32, problem=GROUP_GEMM,
+            description="CUTLASS SM120 grouped NVFP4 -> fp16, one launch (ptr-array, example 79d)"),
+    Variant("sm100-nvfp4-grouped", "sm_100a", "nvfp4", (TileConfig("sm100_nvfp4_grouped_f16_128x128x256"),),
+            k_multiple=32, problem=GROUP_GEMM,
+            description="CUTLASS SM100 grouped NVFP4 -> fp16, one launch (tcgen05 ptr-array, example 75)"),
 )
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 # Host-only program printing CUTLASS's scale-factor layout offsets for these configs (tests/test_cutlass_layout.py).
@@ -207,10 +233,14 @@ class CutlassLibrary:
     def status(self, code: int) -> str:
         return self._lib.fp4bench_status_string(code).decode()
 
-    def can_implement(self, config: str, args: GemmArgsStruct) -> str | None:
-        code = self._fn(config, "can_implement", [ctypes.POINTER(GemmArgsStruct)])(ctypes.byref(args))
+    def rejection(self, code: int) -> str | None:
+        """What a can_implement return code means: None (accepted) or the reason."""
         # GemmUniversalAdapter answers kInvalid ("Invalid status") when the kernel's own checks fail.
         return None if code == 0 else f"CUTLASS's can_implement rejects the problem (alignment or shape): {self.status(code)}"
+
+    def can_implement(self, config: str, args: GemmArgsStruct) -> str | None:
+        code = self._fn(config, "can_implement", [ctypes.POINTER(GemmArgsStruct)])(ctypes.byref(args))
+        return self.rejection(code)
 
     def workspace_size(self, config: str, args: GemmArgsStruct) -> int:
         size = ctypes.c_size_t(0)
@@ -318,4 +348,204 @@ class CutlassBlackwellKernel(Kernel):
         return run
 
 
-KERNELS = tuple(CutlassBlackwellKernel(v) for v in VARIANTS)
+# ------------------------------------------------------------------------------ grouped GEMM (group_gemm)
+
+class GroupStruct(ctypes.Structure):
+    """Mirror of Fp4benchGroup in kernels/cutlass/gemm_args.h (layout checked by tests)."""
+
+    _fields_ = [
+        ("a", ctypes.c_void_p), ("b", ctypes.c_void_p), ("sfa", ctypes.c_void_p), ("sfb", ctypes.c_void_p),
+        ("d", ctypes.c_void_p),
+        ("m", ctypes.c_int32), ("n", ctypes.c_int32), ("k", ctypes.c_int32),
+        ("lda", ctypes.c_int64), ("ldb", ctypes.c_int64), ("ldd", ctypes.c_int64),
+    ]
+
+
+class GroupedArgsStruct(ctypes.Structure):
+    """Mirror of Fp4benchGroupedGemmArgs; `groups` points at a GroupStruct array the caller keeps alive."""
+
+    _fields_ = [("groups", ctypes.POINTER(GroupStruct)), ("count", ctypes.c_int32),
+                ("sm_count", ctypes.c_int32), ("alpha", ctypes.c_float)]
+
+
+@dataclass(frozen=True)
+class GroupArguments:
+    """One group of a grouped problem as the C entry points take it; strides in elements, L = 1."""
+
+    m: int
+    n: int
+    k: int
+    a: int
+    b: int
+    sfa: int
+    sfb: int
+    d: int
+    lda: int
+    ldb: int
+    ldd: int
+
+
+def group_sizes(data: tuple) -> list[tuple[int, int, int, int]]:
+    """The (m, n, k, l) of every group of a competition group_gemm tuple."""
+    return [tuple(int(x) for x in size) for size in data[3]]
+
+
+def grouped_arguments(data: tuple, fmt_name: str) -> tuple[GroupArguments, ...]:
+    """Every group's pointers and strides, from the competition's group_gemm tuple, refusing what the kernel
+    cannot read in place: ([(a, b, c)], [(sfa, sfb)], [(sfa_permuted, sfb_permuted)], [(m, n, k, l)])."""
+    fa, fb, out_dtype = operand_formats(fmt_name)
+    abc, _, permuted, sizes = data
+    if not (len(abc) == len(permuted) == len(sizes)) or not sizes:
+        raise ValueError(f"a grouped problem needs one (a, b, c), one permuted scale pair and one size per group; "
+                         f"got {len(abc)}, {len(permuted)} and {len(sizes)}")
+    groups = []
+    for g, ((a, b, c), (sfa_perm, sfb_perm), size) in enumerate(zip(abc, permuted, sizes)):
+        m, n, k, l = (int(x) for x in size)
+        where = f"group {g}"
+        if l != 1:
+            raise ValueError(f"{where}: L={l}; grouped problems have L = 1")
+        for t, op, what in ((a, fa, "A"), (b, fb, "B")):
+            if t.dtype != op.element.storage_dtype:
+                raise ValueError(f"{where}: {what} is {t.dtype}; {fmt_name} stores {op.name} as "
+                                 f"{op.element.storage_dtype}")
+        if c.dtype != out_dtype:
+            raise ValueError(f"{where}: C is {c.dtype}; this kernel writes {out_dtype}")
+        if (a.shape != (m, fa.storage_cols(k), 1) or b.shape != (n, fb.storage_cols(k), 1)
+                or c.shape != (m, n, 1)):
+            raise ValueError(f"{where}: shapes A {tuple(a.shape)}, B {tuple(b.shape)}, C {tuple(c.shape)} "
+                             f"do not match its size {(m, n, k, l)}")
+        for t, what in ((b, "B"), (c, "C"), (sfa_perm, "sfa_permuted"), (sfb_perm, "sfb_permuted")):
+            if t.device != a.device:
+                raise ValueError(f"{where}: {what} is on {t.device}, A on {a.device}; the kernel reads them all there")
+        lda, _ = _operand_strides(a, f"{where}: A", fa.element.per_byte)
+        ldb, _ = _operand_strides(b, f"{where}: B", fb.element.per_byte)
+        ldd, _ = _operand_strides(c, f"{where}: C", 1)
+        groups.append(GroupArguments(
+            m, n, k, a.data_ptr(), b.data_ptr(),
+            _scale_pointer(sfa_perm, m, fa.scale_cols(k), 1, f"{where}: sfa_permuted"),
+            _scale_pointer(sfb_perm, n, fb.scale_cols(k), 1, f"{where}: sfb_permuted"),
+            c.data_ptr(), lda, ldb, ldd))
+    return tuple(groups)
+
+
+@dataclass
+class GroupedCall:
+    """The C arguments of one input set: the structs (kept alive here) and the host argument image."""
+
+    groups: ctypes.Array
+    args: GroupedArgsStruct
+    host_image: torch.Tensor                   # uint8 on the CPU: what CUTLASS's host-side checks read
+    device_image: torch.Tensor | None = None   # the same bytes where the kernel reads them
+
+
+def grouped_call(groups: tuple[GroupArguments, ...], sm_count: int, alpha: float = 1.0) -> GroupedCall:
+    array = (GroupStruct * len(groups))(*(GroupStruct(**{f: getattr(q, f) for f, _ in GroupStruct._fields_})
+                                          for q in groups))
+    args = GroupedArgsStruct(array, len(groups), sm_count, alpha)
+    return GroupedCall(array, args, torch.empty(0, dtype=torch.uint8))
+
+
+class CutlassGroupedLibrary(CutlassLibrary):
+    """A built grouped variant: per config, image_size / pack / can_implement / workspace_size / run."""
+
+    def pack(self, config: str, call: GroupedCall) -> torch.Tensor:
+        """Writes the argument image CUTLASS reads (problem shapes, pointers, strides, scale layouts)."""
+        size = ctypes.c_size_t(0)
+        self._fn(config, "image_size", [ctypes.c_int32, ctypes.POINTER(ctypes.c_size_t)])(
+            call.args.count, ctypes.byref(size))
+        image = torch.zeros(size.value, dtype=torch.uint8)
+        self._fn(config, "pack", [ctypes.POINTER(GroupedArgsStruct), ctypes.c_void_p])(
+            ctypes.byref(call.args), image.data_ptr())
+        call.host_image = image
+        return image
+
+    def can_implement(self, config: str, call: GroupedCall) -> str | None:
+        fn = self._fn(config, "can_implement", [ctypes.POINTER(GroupedArgsStruct), ctypes.c_void_p])
+        return self.rejection(fn(ctypes.byref(call.args), call.host_image.data_ptr()))
+
+    def workspace_size(self, config: str, call: GroupedCall) -> int:
+        size = ctypes.c_size_t(0)
+        fn = self._fn(config, "workspace_size",
+                      [ctypes.POINTER(GroupedArgsStruct), ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)])
+        fn(ctypes.byref(call.args), call.host_image.data_ptr(), ctypes.byref(size))
+        return size.value
+
+    def runner(self, config: str):
+        return self._fn(config, "run", [ctypes.POINTER(GroupedArgsStruct), ctypes.c_void_p, ctypes.c_void_p,
+                                        ctypes.c_void_p, ctypes.c_void_p])
+
+
+@lru_cache(maxsize=None)
+def load_grouped_library(variant_name: str) -> CutlassGroupedLibrary:
+    return CutlassGroupedLibrary(str(build(VARIANTS_BY_NAME[variant_name].build_spec())))
+
+
+def sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+class CutlassGroupedKernel(CutlassBlackwellKernel):
+    """The competition's group_gemm: returns the list of every group's C (fp16), written in one launch."""
+
+    def __init__(self, variant: Variant):
+        super().__init__(variant)
+        self.problems = (GROUP_GEMM,)
+
+    def can_implement(self, problem: Problem) -> str | None:
+        for g, (m, n, k, l) in enumerate(group_sizes(problem.data)):
+            reason = "L must be 1" if l != 1 else self.can_implement_shape(Shape(m, n, k, l))
+            if reason:
+                return f"group {g} ({m}x{n}x{k}): {reason}"
+        return None
+
+    def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
+        return ({"tile": self.variant.tiles[0].name},)
+
+    def heuristic_config(self, problem: Problem) -> dict:
+        return {"tile": self.variant.tiles[0].name}
+
+    def prepare_config(self, problem: Problem, config: dict) -> RunFn:
+        lib = load_grouped_library(self.name)
+        tile = next((t for t in self.variant.tiles if t.name == config["tile"]), None)
+        if tile is None:
+            raise ValueError(f"{self.name} has no tile configuration {config['tile']!r}")
+        fmt_name, name = self.variant.format, self.name
+        device = problem.data[0][0][0].device
+        sms = sm_count(device)
+        first = grouped_call(grouped_arguments(problem.data, fmt_name), sms)
+        lib.pack(tile.name, first)
+        reason = lib.can_implement(tile.name, first)
+        if reason:
+            raise RuntimeError(f"{name} ({tile.name}): {reason}")
+        # The workspace depends on the SM count and the group count only, never on the sizes.
+        workspace = torch.empty(max(lib.workspace_size(tile.name, first), 1), dtype=torch.uint8, device=device)
+        run_fn = lib.runner(tile.name)
+        # Per distinct input set: the argument image, packed and copied to the device once (an input set's
+        # addresses and strides decide it; results are never cached).
+        calls: dict[tuple, GroupedCall] = {}
+
+        def run(data: tuple) -> list[torch.Tensor]:
+            abc, _, permuted, sizes = data
+            key = tuple((a.data_ptr(), b.data_ptr(), c.data_ptr(), sa.data_ptr(), sb.data_ptr(),
+                         a.stride(), b.stride(), c.stride(), tuple(size))
+                        for (a, b, c), (sa, sb), size in zip(abc, permuted, sizes))
+            call = calls.get(key)
+            if call is None:
+                if len(calls) >= MAX_CACHED_ARGUMENTS:
+                    calls.clear()
+                call = grouped_call(grouped_arguments(data, fmt_name), sms)
+                lib.pack(tile.name, call)
+                call.device_image = call.host_image.to(device, copy=True)
+                calls[key] = call
+            code = run_fn(ctypes.byref(call.args), call.host_image.data_ptr(), call.device_image.data_ptr(),
+                          workspace.data_ptr(), current_stream(device))
+            if code:
+                raise RuntimeError(f"{name} ({tile.name}): {lib.status(code)}")
+            return [c for _, _, c in abc]
+
+        return run
+
+
+# The kernel class of each problem kind a variant computes.
+KERNEL_CLASSES = {GEMM: CutlassBlackwellKernel, GROUP_GEMM: CutlassGroupedKernel}
+KERNELS = tuple(KERNEL_CLASSES[v.problem](v) for v in VARIANTS)

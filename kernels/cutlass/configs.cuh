@@ -78,6 +78,10 @@ using sm120_mxfp4_bf16_128x128x256 = fp4bench::Sm120Gemm<fp4bench::MxFp4, fp4ben
 using sm120_w4a8_bf16_128x128x128 = fp4bench::Sm120Gemm<fp4bench::MxFp8, fp4bench::kFp8Alignment, fp4bench::MxFp4,
                                                         fp4bench::kFp4InF8f6f4Alignment, cutlass::bfloat16_t,
                                                         fp4bench::Tile<128, 128, 128>>;
+// sm120-mxfp8: MXFP8 x MXFP8 (example 79c's mainloop with an e4m3 B)
+using sm120_mxfp8_bf16_128x128x128 = fp4bench::Sm120Gemm<fp4bench::MxFp8, fp4bench::kFp8Alignment, fp4bench::MxFp8,
+                                                         fp4bench::kFp8Alignment, cutlass::bfloat16_t,
+                                                         fp4bench::Tile<128, 128, 128>>;
 // sm100-nvfp4
 using sm100_nvfp4_f16_128x128x256 = fp4bench::Sm100Gemm<fp4bench::NvFp4, fp4bench::kFp4Alignment, fp4bench::NvFp4,
                                                         fp4bench::kFp4Alignment, cutlass::half_t, fp4bench::Tile<128, 128, 256>,
@@ -87,3 +91,27 @@ using sm100_w4a8_bf16_128x128x128 = fp4bench::Sm100Gemm<fp4bench::MxFp8, fp4benc
                                                         fp4bench::kFp4InF8f6f4Alignment, cutlass::bfloat16_t,
                                                         fp4bench::Tile<128, 128, 128>,
                                                         cutlass::gemm::KernelTmaWarpSpecialized1SmMxf8f6f4Sm100>;
+// sm100-mxfp8 (example 72c's mxf8f6f4 mainloop with e4m3 on both sides, on a 1-SM tile)
+using sm100_mxfp8_bf16_128x128x128 = fp4bench::Sm100Gemm<fp4bench::MxFp8, fp4bench::kFp8Alignment, fp4bench::MxFp8,
+                                                         fp4bench::kFp8Alignment, cutlass::bfloat16_t,
+                                                         fp4bench::Tile<128, 128, 128>,
+                                                         cutlass::gemm::KernelTmaWarpSpecialized1SmMxf8f6f4Sm100>;
+
+// Grouped (ptr-array) configurations, built by grouped_gemm_unit.cu: one launch over every group, each
+// with its own M, N, K, pointers, strides and scale layouts (CUTLASS examples 79d and 75).
+namespace fp4bench {
+using Sm120GroupedCoop = cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative;
+using Sm100GroupedNvf4 = cutlass::gemm::KernelPtrArrayTmaWarpSpecialized1SmNvf4Sm100;
+using Sm100GroupedEpilogue = cutlass::epilogue::PtrArrayTmaWarpSpecialized1Sm;
+}  // namespace fp4bench
+// sm120-nvfp4-grouped: example 79d's mainloop (block-scaled epilogue op class, Auto epilogue schedule), fp16 out.
+using sm120_nvfp4_grouped_f16_128x128x128 =
+    fp4bench::GemmConfig<cutlass::arch::Sm120, 120, fp4bench::NvFp4, fp4bench::kFp4Alignment, fp4bench::NvFp4,
+                         fp4bench::kFp4Alignment, cutlass::half_t, fp4bench::Tile<128, 128, 128>,
+                         fp4bench::Sm120GroupedCoop, fp4bench::Sm120Auto, cutlass::arch::OpClassBlockScaledTensorOp>;
+// sm100-nvfp4-grouped: example 75's 1-SM ptr-array NVF4 mainloop on the 128x128x256 tile of sm100-nvfp4.
+using sm100_nvfp4_grouped_f16_128x128x256 =
+    fp4bench::GemmConfig<cutlass::arch::Sm100, 100, fp4bench::NvFp4, fp4bench::kFp4Alignment, fp4bench::NvFp4,
+                         fp4bench::kFp4Alignment, cutlass::half_t, fp4bench::Tile<128, 128, 256>,
+                         fp4bench::Sm100GroupedNvf4, fp4bench::Sm100GroupedEpilogue,
+                         cutlass::arch::OpClassBlockScaledTensorOp>;
