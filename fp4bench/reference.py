@@ -188,3 +188,15 @@ def expected_output(problem: Problem, fp32_adds: bool = True) -> Expected:
     values = [p.values for p in products]
     return Expected(problem.spec.result(values), problem.spec.result(allowances))
 
+
+# fp8 tensor-core accumulation, as public measurements of Hopper describe it: one MMA instruction adds its 32
+# products and the running partial sum aligned to the largest, keeping 13 bits below it (truncated). 33 terms
+# each off by at most 2^-13 of the largest give 33 x 2^-13 ~ 2^-8 of sum |a b|. A model, not a proof: used
+# only for the declared bound of kernels that add on fp8 tensor cores (torch-scaled-fp8, sm90-mxfp8-fp8).
+FP8_MMA_ALLOWANCE = 33 * 2.0 ** -13
+
+
+def fp8_mma_allowance(problem: Problem) -> torch.Tensor:
+    """[M, N, L] float32 bound on what fp8 tensor-core accumulation may add to a GEMM's error: FP8_MMA_ALLOWANCE
+    times sum_k |a_k b_k| (a model of Hopper's fp8 adder, see above)."""
+    return (FP8_MMA_ALLOWANCE * reference_gemm(problem, torch.float64, magnitude=True)).float()

@@ -16,8 +16,8 @@
 #             README's main job timed with warm caches
 #   new       (~3 min) this session's additions: sanitizer, problem and mxfp8 GPU tests and verify, then the
 #             benchmark cases of the three problems (saved as baselines) and of mxfp8 timed
-#   mxfp8     (~40 s) the mxfp8 format: verify of every mxfp8 kernel on the verify shapes and of sm90-mxfp8,
-#             sm90-mxfp8-bf16 and torch-scaled-fp8 on the task shapes, the fp8 accumulation measurement
+#   mxfp8     (~40 s) the mxfp8 format: verify of every mxfp8 kernel on the verify shapes and of sm90-mxfp8-fp8,
+#             sm90-mxfp8 and torch-scaled-fp8 on the task shapes, the fp8 accumulation measurement
 #             (scripts/mxfp8_accumulation.py), the three M = 128 benchmark shapes timed (mxfp8.json: the
 #             file to store in baselines/); its GPU tests: pytest -m gpu tests/test_sm90_kernels.py -k mxfp8
 #   problems  the competition's GEMV, dual GEMM and grouped GEMM: the honest submission, the sm90 kernel, the

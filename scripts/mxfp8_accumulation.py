@@ -1,6 +1,6 @@
-"""How much sm90-mxfp8's fp8 MMA loses in one 32-deep block, against the exact sums, on an H100/H200.
+"""How much sm90-mxfp8-fp8's fp8 MMA loses in one 32-deep block, against the exact sums, on an H100/H200.
 
-Runs the sm90-mxfp8 kernel's per-block-promotion GEMM with fp8 wgmma and with bf16 wgmma (exact) into an fp32
+Runs the sm90-mxfp8-fp8 kernel's per-block-promotion GEMM with fp8 wgmma and with bf16 wgmma (exact) into an fp32
 output (no bf16 rounding to hide the difference) and compares each with the float64 reference on:
   random       the tool's own inputs (e4m3 bytes uniform, e8m0 2^-3..2^3);
   quantized    standard normal data quantized to MXFP8 (codecs.quantize): what a checkpoint looks like;

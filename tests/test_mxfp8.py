@@ -1,5 +1,5 @@
 """The mxfp8 GEMM format (MXFP8 x MXFP8 -> bf16): its inputs, reference and check; the tensorwise fp8 baseline
-and its declared approximation bound; sm90-mxfp8's kernel interpreted on the CPU. Every check draws fresh
+and its declared approximation bound; sm90-mxfp8-fp8's kernel interpreted on the CPU. Every check draws fresh
 random data, poisons the output with NaN, and has a planted bug it must catch.
 """
 
@@ -113,7 +113,7 @@ def test_tensorwise_baseline_needs_its_bound_and_the_bound_still_catches_a_wrong
 
 
 # ---------------------------------------------------------------------------------------------------------
-# sm90-mxfp8 under Triton's interpreter
+# sm90-mxfp8-fp8 under Triton's interpreter
 # ---------------------------------------------------------------------------------------------------------
 INTERPRETED = textwrap.dedent("""
     import os, sys, torch
@@ -128,7 +128,7 @@ INTERPRETED = textwrap.dedent("""
     from fp4bench.reference import reference_gemm
 
     fmt = gemm_format("mxfp8")
-    for name in ("sm90-mxfp8", "sm90-mxfp8-bf16"):
+    for name in ("sm90-mxfp8-fp8", "sm90-mxfp8"):
         kernel = get_kernel(name)
         assert kernel.unavailable_reason(CPU) == "needs sm_90; this machine has no GPU", name
         for shape in (Shape(40, 72, 160, 2, seed=3), Shape(33, 17, 96, seed=4), Shape(1, 48, 32, seed=5)):
@@ -137,7 +137,7 @@ INTERPRETED = textwrap.dedent("""
             out = kernel.prepare(p)(poison_output(p).data)
             ok, detail = check_exact_products(out, p)
             assert ok, (name, shape, detail)
-    kernel = get_kernel("sm90-mxfp8")
+    kernel = get_kernel("sm90-mxfp8-fp8")
     # Extreme block scales (2^-20..2^20) and a NaN scale: that row is NaN, the rest exact.
     p = extreme_problem(Shape(48, 40, 192, seed=9), "mxfp8", 20, "cpu")
     sfa_perm = p.data[4]
@@ -169,16 +169,16 @@ def test_sm90_mxfp8_interpreted_is_exact_and_catches_a_wrong_scale():
 def test_sm90_mxfp8_variants_are_skipped_off_hopper_with_the_reason():
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         pytest.skip("the interpreter makes the Triton kernels runnable on the CPU")
-    for name in ("sm90-mxfp8", "sm90-mxfp8-bf16"):
+    for name in ("sm90-mxfp8-fp8", "sm90-mxfp8"):
         k = get_kernel(name)
         assert k.formats == ("mxfp8",) and k.archs == ("sm_90a",)
         assert k.unavailable_reason(CPU) == "needs sm_90; this machine has no GPU"
         assert k.unavailable_reason(Target("cuda", 0, (12, 0), "RTX 5090")) == "needs sm_90; this GPU is sm_120"
-    assert get_kernel("sm90-mxfp8").math_path == "fp8" and get_kernel("sm90-mxfp8-bf16").math_path == "bf16"
+    assert get_kernel("sm90-mxfp8-fp8").math_path == "fp8" and get_kernel("sm90-mxfp8").math_path == "bf16"
 
 
 def test_sm90_mxfp8_has_a_heuristic_config_for_every_shape():
-    k = get_kernel("sm90-mxfp8")
+    k = get_kernel("sm90-mxfp8-fp8")
     p = generate(Shape(128, 256, 256), FMT)
     config, source = k.chosen_config(p)
     assert source == "heuristic" and config["block_k"] % 32 == 0
@@ -186,7 +186,7 @@ def test_sm90_mxfp8_has_a_heuristic_config_for_every_shape():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# sm90-mxfp8 compiled for sm_90a here (no GPU needed): fp8 wgmma from shared memory, no local memory
+# sm90-mxfp8-fp8 compiled for sm_90a here (no GPU needed): fp8 wgmma from shared memory, no local memory
 # ---------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("mma,instruction", [("float8e4nv", r"QGMMA\.64x128x32\.F32\.E4M3\.E4M3 R\d+, gdesc"),

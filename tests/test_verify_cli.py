@@ -70,8 +70,9 @@ def test_torch_kernel_passes(shapes_file, fmt):
 def test_mxfp8_verify_on_cpu_passes_and_names_why_the_hopper_kernels_do_not_run(shapes_file):
     r = invoke("--shapes", shapes_file, "--format", "mxfp8", "--device", "cpu", "--seeds", "1")
     assert r.exit_code == 0, r.output
-    assert "2 passed, 0 failed, 0 errors, 4 skipped" in r.output
-    assert "needs sm_90; this machine has no GPU: sm90-mxfp8 (mxfp8) x2, sm90-mxfp8-bf16 (mxfp8) x2" in r.output
+    assert "2 passed, 0 failed, 0 errors, 8 skipped" in r.output
+    assert "needs sm_90; this machine has no GPU: sm90-mxfp8 (mxfp8) x2, sm90-mxfp8-fp8 (mxfp8) x2" in r.output
+    assert "needs sm_120; this machine has no GPU: sm120-mxfp8 (mxfp8) x2" in r.output
 
 
 def test_bundled_verify_set_passes_on_cpu():

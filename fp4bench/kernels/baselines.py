@@ -29,7 +29,7 @@ from ..arch import FP4_TENSOR_CORE_ARCHS, FP8_TENSOR_CORE_ARCHS
 from ..formats import E4M3_MAX, GEMM_FORMATS, GemmFormat
 from ..layouts import competition_blocked_bytes
 from ..problem import DUAL_GEMM, PROBLEM_KINDS, Problem
-from ..reference import dequantize_operands, gemm_operands, reference_gemm, silu_product
+from ..reference import dequantize_operands, fp8_mma_allowance, gemm_operands, silu_product
 from .base import Kernel, RunFn
 
 
@@ -183,13 +183,6 @@ class TorchScaledMM(Kernel):
         return run
 
 
-# fp8 tensor-core accumulation, as public measurements of Hopper describe it: one MMA instruction adds its 32
-# products and the running partial sum aligned to the largest, keeping 13 bits below it (truncated). 33 terms
-# each off by at most 2^-13 of the largest give 33 x 2^-13 ~ 2^-8 of sum |a b|. A model, not a proof: used
-# only for the allowance of the tensorwise fp8 baseline (its GPU check is the test of it).
-FP8_MMA_ALLOWANCE = 33 * 2.0 ** -13
-
-
 def requantize_tensorwise(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     """float32 [rows, K] -> (e4m3 values, power-of-two scale): x ~= values * scale, exact in e4m3's normal range."""
     amax = float(x.abs().max()) if x.numel() else 0.0
@@ -225,7 +218,7 @@ class TorchScaledMMFp8(Kernel):
             qa, qb, sa, sb = _tensorwise_operands(problem.data, fmt, i)
             ra, rb = qa.double() * float(sa), qb.double() * float(sb)
             bound[:, :, i] = (da - ra).abs() @ db.abs().T + ra.abs() @ (db - rb).abs().T
-        return (bound + FP8_MMA_ALLOWANCE * reference_gemm(problem, torch.float64, magnitude=True)).float()
+        return bound.float() + fp8_mma_allowance(problem)
 
     def prepare(self, problem: Problem) -> RunFn:
         fmt = problem.fmt

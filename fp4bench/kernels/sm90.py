@@ -6,9 +6,9 @@ in the reference. Constraints: K a multiple of the format's block size; any M, N
 sm90-gemv, sm90-dual-gemm and sm90-group-gemm compute the competition's other NVFP4 problems (their
 constraints: the modules fp4_triton/gemv.py, dual_gemm.py, group_gemm.py).
 
-MXFP8 (sm90-mxfp8) needs no decoding: e4m3 goes to fp8 wgmma as it is, and each 32-deep block's partial
-product is scaled into the fp32 accumulator (fp4_triton/mxfp8.py, which states what fp8 MMA may round);
-sm90-mxfp8-bf16 runs the same algorithm on bf16 wgmma, exactly.
+MXFP8 (sm90-mxfp8) needs no decoding: e4m3 is exact in bf16, so it goes to bf16 wgmma as it is, and each
+32-deep block's partial product is scaled into the fp32 accumulator (fp4_triton/mxfp8.py). sm90-mxfp8-fp8
+runs the same algorithm on fp8 wgmma, whose adder rounds: approximate, checked against a declared bound.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import triton.language as tl
 
 from ..problem import DUAL_GEMM, GEMV, GROUP_GEMM
+from ..reference import fp8_mma_allowance
 from .fp4_triton import dual_gemm, gemv, group_gemm
 from .fp4_triton.kernel import Mxfp8Kernel, TritonFp4Kernel, TritonProblemKernel, W4a16Kernel
 
@@ -64,21 +65,27 @@ class Sm90Mxfp8(Mxfp8Kernel):
     name = "sm90-mxfp8"
     archs = ("sm_90a",)
     devices = ("cuda",)
-    math_path = "fp8"
-    mma_dtype = tl.float8e4nv
-    description = ("MXFP8 x MXFP8 -> bf16: e4m3 on fp8 wgmma, each 32-deep block's e8m0 scales applied in the "
-                   "fp32 accumulator, split-K (Triton)")
-
-
-class Sm90Mxfp8Bf16(Mxfp8Kernel):
-    name = "sm90-mxfp8-bf16"
-    archs = ("sm_90a",)
-    devices = ("cuda",)
     math_path = "bf16"
     mma_dtype = tl.bfloat16
-    description = ("MXFP8 x MXFP8 -> bf16 as sm90-mxfp8 on bf16 wgmma (e4m3 is exact in bf16): the exact "
-                   "fp32 sums that sm90-mxfp8's fp8 MMA may round (Triton)")
+    description = ("MXFP8 x MXFP8 -> bf16, exact: e4m3 on bf16 wgmma (e4m3 is exact in bf16), each 32-deep "
+                   "block's e8m0 scales applied in the fp32 accumulator, split-K (Triton)")
 
+
+class Sm90Mxfp8Fp8(Mxfp8Kernel):
+    """sm90-mxfp8's algorithm on fp8 wgmma. On the H200 it failed the exact check (a few hundred elements in
+    10^5..10^6, off by up to 2^12 where large products cancel): the fp8 MMA adds within a narrow window, so it
+    is approximate by design and is checked against the fp8-MMA bound instead (fp4bench.reference)."""
+
+    name = "sm90-mxfp8-fp8"
+    archs = ("sm_90a",)
+    devices = ("cuda",)
+    math_path = "fp8"
+    mma_dtype = tl.float8e4nv
+    description = ("MXFP8 x MXFP8 -> bf16, approximate (fp8 MMA adder, bounded): sm90-mxfp8 on fp8 wgmma "
+                   "(Triton)")
+
+    def approximation_allowance(self, problem):
+        return fp8_mma_allowance(problem)
 
 
 class HopperProblemKernel(TritonProblemKernel):
@@ -119,5 +126,5 @@ class Sm90GroupGemm(HopperProblemKernel):
                    "pointer table, fp16 wgmma (Triton)")
 
 
-KERNELS = (Sm90Nvfp4(), Sm90Mxfp4(), Sm90Mxfp4Fp8(), Sm90W4a16(), Sm90Mxfp8(), Sm90Mxfp8Bf16(), Sm90Gemv(),
+KERNELS = (Sm90Nvfp4(), Sm90Mxfp4(), Sm90Mxfp4Fp8(), Sm90W4a16(), Sm90Mxfp8(), Sm90Mxfp8Fp8(), Sm90Gemv(),
            Sm90DualGemm(), Sm90GroupGemm())

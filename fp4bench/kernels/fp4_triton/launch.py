@@ -73,7 +73,7 @@ GPU_CANDIDATES = (
 # The interpreter runs each program in numpy: small tiles keep CPU runs quick and still cover split-K.
 CPU_CONFIG = LaunchConfig(32, 128, 4, 1, max_block_m=32)
 
-# sm90-mxfp8 (fp8 operands straight from memory, no decode): 64-row C^T tiles on one warpgroup (4 warps), so
+# sm90-mxfp8-fp8 (fp8 operands straight from memory, no decode): 64-row C^T tiles on one warpgroup (4 warps), so
 # the fp32 accumulator, the partial products of blocks in flight and the scale vectors fit in registers; K
 # tiles of one to four MX blocks. The first is the heuristic's choice, an untimed guess: the deepest pipeline
 # that ptxas compiles for sm_90a without spilling (tests/test_mxfp8.py). All compute the same sums: the
@@ -241,7 +241,7 @@ def scale_bytes(permuted: torch.Tensor) -> torch.Tensor:
 
 
 def launch_mxfp8(data: tuple, shape: Shape, plan: Launch, mma_dtype) -> torch.Tensor:
-    """sm90-mxfp8's GEMM of data into data[6] (C), one launch; `mma_dtype` the tl dtype the blocks multiply in."""
+    """sm90-mxfp8-fp8's GEMM of data into data[6] (C), one launch; `mma_dtype` the tl dtype the blocks multiply in."""
     a, b, _, _, sfa_perm, sfb_perm, c = data
     m, n, k, l = shape.m, shape.n, shape.k, shape.l
     cfg = plan.cfg
