@@ -37,6 +37,19 @@ def scale_value(code, E8M0: tl.constexpr):
         return tl.where((code & 0x80) != 0, -value, value)
 
 
+def e2m1_word_to_f16x2_ptx(word: str, outs: tuple[str, str, str, str]) -> str:
+    """PTX lines: the eight e2m1 nibbles of the 32-bit register `word`, each made the e4m3 byte s<<7 | m<<2
+    (value e2m1 / 64), converted to four f16x2 registers `outs` (the low nibbles of bytes 0-1 and 2-3, then
+    the high nibbles likewise; the lower byte in the lower half). The instance declares .b32 t, u, lo, hi and
+    .b16 l0, l1, h0, h1."""
+    o0, o1, o2, o3 = outs
+    return (f"shl.b32 t, {word}, 2;\nand.b32 t, t, 0x1C1C1C1C;\nshl.b32 u, {word}, 4;\nand.b32 u, u, 0x80808080;\n"
+            f"or.b32 lo, t, u;\nshr.b32 t, {word}, 2;\nand.b32 t, t, 0x1C1C1C1C;\nand.b32 u, {word}, 0x80808080;\n"
+            f"or.b32 hi, t, u;\nmov.b32 {{l0, l1}}, lo;\nmov.b32 {{h0, h1}}, hi;\n"
+            f"cvt.rn.f16x2.e4m3x2 {o0}, l0;\ncvt.rn.f16x2.e4m3x2 {o1}, l1;\n"
+            f"cvt.rn.f16x2.e4m3x2 {o2}, h0;\ncvt.rn.f16x2.e4m3x2 {o3}, h1;\n")
+
+
 # Four packed bytes (eight e2m1 values) per PTX instance. A nibble s|m becomes the e4m3 byte s<<7 | m<<2,
 # whose value is exactly e2m1 / 64; cvt turns byte pairs into f16x2, and one f16x2 multiply by (scale * 64)
 # gives e2m1 * scale, exact in fp16 (|scale * 64| <= 448 * 64 < 65504). Outputs: $0,$1 the low nibbles of
@@ -45,22 +58,7 @@ _DECODE_SCALED_F16_PTX = tl.constexpr("""
 {
 .reg .b32 t, u, lo, hi;
 .reg .b16 l0, l1, h0, h1;
-shl.b32 t, $4, 2;
-and.b32 t, t, 0x1C1C1C1C;
-shl.b32 u, $4, 4;
-and.b32 u, u, 0x80808080;
-or.b32 lo, t, u;
-shr.b32 t, $4, 2;
-and.b32 t, t, 0x1C1C1C1C;
-and.b32 u, $4, 0x80808080;
-or.b32 hi, t, u;
-mov.b32 {l0, l1}, lo;
-mov.b32 {h0, h1}, hi;
-cvt.rn.f16x2.e4m3x2 $0, l0;
-cvt.rn.f16x2.e4m3x2 $1, l1;
-cvt.rn.f16x2.e4m3x2 $2, h0;
-cvt.rn.f16x2.e4m3x2 $3, h1;
-mul.rn.f16x2 $0, $0, $5;
+""" + e2m1_word_to_f16x2_ptx("$4", ("$0", "$1", "$2", "$3")) + """mul.rn.f16x2 $0, $0, $5;
 mul.rn.f16x2 $1, $1, $6;
 mul.rn.f16x2 $2, $2, $5;
 mul.rn.f16x2 $3, $3, $6;

@@ -32,7 +32,7 @@ import triton.language as tl
 
 from ...codecs import as_bytes
 from ...layouts import ceil_div
-from .common import (decode_pair, e2m1_value, load_fp4_tile, load_scale_words, scale_codes, scale_row_words,
+from .common import (decode_pair, e2m1_value, e2m1_word_to_f16x2_ptx, load_fp4_tile, load_scale_words, scale_codes, scale_row_words,
                      scale_value, store_tile)
 from .launch import MIN_K_ITERS_PER_SPLIT, SPLIT_K_MAX, WORKSPACES, checked_params, scale_words, sm_count
 
@@ -69,68 +69,28 @@ _DECODE_WORD_PTX = tl.constexpr("""
 {
 .reg .b32 t, u, lo, hi;
 .reg .b16 l0, l1, h0, h1;
-shl.b32 t, $4, 2;
-and.b32 t, t, 0x1C1C1C1C;
-shl.b32 u, $4, 4;
-and.b32 u, u, 0x80808080;
-or.b32 lo, t, u;
-shr.b32 t, $4, 2;
-and.b32 t, t, 0x1C1C1C1C;
-and.b32 u, $4, 0x80808080;
-or.b32 hi, t, u;
-mov.b32 {l0, l1}, lo;
-mov.b32 {h0, h1}, hi;
-cvt.rn.f16x2.e4m3x2 $0, l0;
-cvt.rn.f16x2.e4m3x2 $1, l1;
-cvt.rn.f16x2.e4m3x2 $2, h0;
-cvt.rn.f16x2.e4m3x2 $3, h1;
-}
+""" + e2m1_word_to_f16x2_ptx("$4", ("$0", "$1", "$2", "$3")) + """}
 """)
 
 # One block of A (its two words $1, $2) against the vector's values for it (_DECODE_WORD_PTX's outputs for the
 # same two words: $3, $4 the low nibbles of bytes 0-1 of word 0 and word 1, $5, $6 of bytes 2-3, $7, $8 and $9,
 # $10 the high nibbles likewise) -> $0 the block's sum in fp32, times 4096. One block per instance, its words as
 # separate operands: correct whatever register layout Triton picks.
-_BLOCK_DOT_PTX = tl.constexpr("""
+_BLOCK_DOT_PTX = tl.constexpr(
+    """
 {
 .reg .b32 t, u, lo, hi, p0, p1, q0, q1, acc;
 .reg .b16 l0, l1, h0, h1;
 .reg .f32 s0, s1;
-shl.b32 t, $1, 2;
-and.b32 t, t, 0x1C1C1C1C;
-shl.b32 u, $1, 4;
-and.b32 u, u, 0x80808080;
-or.b32 lo, t, u;
-shr.b32 t, $1, 2;
-and.b32 t, t, 0x1C1C1C1C;
-and.b32 u, $1, 0x80808080;
-or.b32 hi, t, u;
-mov.b32 {l0, l1}, lo;
-mov.b32 {h0, h1}, hi;
-cvt.rn.f16x2.e4m3x2 p0, l0;
-cvt.rn.f16x2.e4m3x2 p1, l1;
-cvt.rn.f16x2.e4m3x2 q0, h0;
-cvt.rn.f16x2.e4m3x2 q1, h1;
-mul.rn.f16x2 acc, p0, $3;
+"""
+    + e2m1_word_to_f16x2_ptx("$1", ("p0", "p1", "q0", "q1"))
+    + """mul.rn.f16x2 acc, p0, $3;
 fma.rn.f16x2 acc, p1, $5, acc;
 fma.rn.f16x2 acc, q0, $7, acc;
 fma.rn.f16x2 acc, q1, $9, acc;
-shl.b32 t, $2, 2;
-and.b32 t, t, 0x1C1C1C1C;
-shl.b32 u, $2, 4;
-and.b32 u, u, 0x80808080;
-or.b32 lo, t, u;
-shr.b32 t, $2, 2;
-and.b32 t, t, 0x1C1C1C1C;
-and.b32 u, $2, 0x80808080;
-or.b32 hi, t, u;
-mov.b32 {l0, l1}, lo;
-mov.b32 {h0, h1}, hi;
-cvt.rn.f16x2.e4m3x2 p0, l0;
-cvt.rn.f16x2.e4m3x2 p1, l1;
-cvt.rn.f16x2.e4m3x2 q0, h0;
-cvt.rn.f16x2.e4m3x2 q1, h1;
-fma.rn.f16x2 acc, p0, $4, acc;
+"""
+    + e2m1_word_to_f16x2_ptx("$2", ("p0", "p1", "q0", "q1"))
+    + """fma.rn.f16x2 acc, p0, $4, acc;
 fma.rn.f16x2 acc, p1, $6, acc;
 fma.rn.f16x2 acc, q0, $8, acc;
 fma.rn.f16x2 acc, q1, $10, acc;
