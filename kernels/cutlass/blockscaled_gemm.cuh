@@ -25,6 +25,7 @@
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass/gemm/kernel/tile_scheduler_params.h"
 
+#include "adapter_run.cuh"
 #include "gemm_args.h"
 
 namespace fp4bench {
@@ -103,29 +104,11 @@ struct BlockScaledGemm {
   }
 
   static int run(const Fp4benchGemmArgs& p, void* workspace, cudaStream_t stream) {
-    auto args = arguments(p);
-    Gemm gemm;
-    cutlass::Status status = gemm.can_implement(args);
-    if (status != cutlass::Status::kSuccess) return static_cast<int>(status);
-    status = gemm.initialize(args, workspace, stream);
-    if (status != cutlass::Status::kSuccess) return static_cast<int>(status);
-    status = gemm.run(stream);
-    if (status != cutlass::Status::kSuccess) return static_cast<int>(status);
-    // A launch failure surfaces here rather than at the caller's next unrelated CUDA call.
-    cudaError_t err = cudaGetLastError();
-    return err == cudaSuccess ? 0 : -static_cast<int>(err);
-  }
-};
+    return run_adapter<Gemm>(arguments(p), workspace, stream);
+  }};
 
 }  // namespace fp4bench
 
-// Device code built for any other target than the config's would be CUTLASS's empty fallback kernel.
-#if defined(__CUDA_ARCH__)
-#define FP4BENCH_CHECK_TARGET(CFG) \
-  static_assert(__CUDA_ARCH__ / 10 == CFG::kSm, #CFG " compiled for the wrong GPU target");
-#else
-#define FP4BENCH_CHECK_TARGET(CFG)
-#endif
 
 #define FP4BENCH_EXPORT_GEMM_(CFG)                                                                   \
   FP4BENCH_CHECK_TARGET(CFG)                                                                         \

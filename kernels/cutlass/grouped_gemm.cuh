@@ -30,6 +30,7 @@
 #include "cutlass/gemm/group_array_problem_shape.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 
+#include "adapter_run.cuh"
 #include "gemm_args.h"
 
 namespace fp4bench {
@@ -188,33 +189,17 @@ struct GroupedBlockScaledGemm {
 
   static int run(const Fp4benchGroupedGemmArgs& p, void* host_image, void* device_image, void* workspace,
                  cudaStream_t stream) {
-    auto args = arguments(p, host_image, device_image);
-    Gemm gemm;
-    cutlass::Status status = gemm.can_implement(args);
-    if (status != cutlass::Status::kSuccess) return static_cast<int>(status);
-    status = gemm.initialize(args, workspace, stream);
-    if (status != cutlass::Status::kSuccess) return static_cast<int>(status);
-    status = gemm.run(stream);
-    if (status != cutlass::Status::kSuccess) return static_cast<int>(status);
-    cudaError_t err = cudaGetLastError();
-    return err == cudaSuccess ? 0 : -static_cast<int>(err);
-  }
-};
+    return run_adapter<Gemm>(arguments(p, host_image, device_image), workspace, stream);
+  }};
 
 }  // namespace fp4bench
 
-#if defined(__CUDA_ARCH__)
-#define FP4BENCH_CHECK_GROUPED_TARGET(CFG) \
-  static_assert(__CUDA_ARCH__ / 10 == CFG::kSm, #CFG " compiled for the wrong GPU target");
-#else
-#define FP4BENCH_CHECK_GROUPED_TARGET(CFG)
-#endif
 
 // Five C entry points per grouped config (see gemm_args.h for the structs; return codes as for GEMMs):
 //   image_size(count, *bytes), pack(args, image), can_implement(args, host_image),
 //   workspace_size(args, host_image, *bytes), run(args, host_image, device_image, workspace, stream).
 #define FP4BENCH_EXPORT_GROUPED_(CFG)                                                                  \
-  FP4BENCH_CHECK_GROUPED_TARGET(CFG)                                                                   \
+  FP4BENCH_CHECK_TARGET(CFG)                                                                   \
   extern "C" int fp4bench_##CFG##_image_size(int32_t count, size_t* bytes) {                           \
     *bytes = fp4bench::GroupedBlockScaledGemm<CFG>::image_layout(count).bytes;                         \
     return 0;                                                                                          \
