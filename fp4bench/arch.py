@@ -64,6 +64,13 @@ def gpu_slug(name: str | None) -> str:
     return slug or "cpu"
 
 
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (1 for the CPU: one "processor" to spread work over)."""
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def cuda_available() -> bool:
     return torch.cuda.is_available()
 

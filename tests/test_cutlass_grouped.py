@@ -170,7 +170,7 @@ class FakeGroupedLibrary:
 
 def _fake(monkeypatch, code=0) -> FakeGroupedLibrary:
     fake = FakeGroupedLibrary(code)
-    monkeypatch.setattr(cb, "load_grouped_library", lambda name: fake)
+    monkeypatch.setattr(cb, "load_library", lambda name: fake)
     monkeypatch.setattr(cb, "current_stream", lambda device: 4321)
     monkeypatch.setattr(cb, "sm_count", lambda device: 170)
     return fake

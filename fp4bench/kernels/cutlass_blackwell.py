@@ -35,7 +35,7 @@ from functools import lru_cache
 
 import torch
 
-from ..arch import Target
+from ..arch import Target, sm_count
 from ..build import HOST_TARGET, BuildSpec, BuildUnit, build, cached_product, toolchain_problem
 from ..formats import GEMM_FORMATS, OperandFormat
 from ..layouts import TILE_BYTES, ceil_div, competition_blocked_bytes, TILE_COLS, TILE_ROWS
@@ -254,7 +254,9 @@ class CutlassLibrary:
 
 @lru_cache(maxsize=None)
 def load_library(variant_name: str) -> CutlassLibrary:
-    return CutlassLibrary(str(build(VARIANTS_BY_NAME[variant_name].build_spec())))
+    """The built library of a variant, with the entry points of its problem kind."""
+    variant = VARIANTS_BY_NAME[variant_name]
+    return LIBRARY_CLASSES[variant.problem](str(build(variant.build_spec())))
 
 
 # ----------------------------------------------------------------------------------------------- kernel
@@ -475,13 +477,7 @@ class CutlassGroupedLibrary(CutlassLibrary):
                                         ctypes.c_void_p, ctypes.c_void_p])
 
 
-@lru_cache(maxsize=None)
-def load_grouped_library(variant_name: str) -> CutlassGroupedLibrary:
-    return CutlassGroupedLibrary(str(build(VARIANTS_BY_NAME[variant_name].build_spec())))
-
-
-def sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
+LIBRARY_CLASSES = {GEMM: CutlassLibrary, GROUP_GEMM: CutlassGroupedLibrary}
 
 
 class CutlassGroupedKernel(CutlassBlackwellKernel):
@@ -505,7 +501,7 @@ class CutlassGroupedKernel(CutlassBlackwellKernel):
         return {"tile": self.variant.tiles[0].name}
 
     def prepare_config(self, problem: Problem, config: dict) -> RunFn:
-        lib = load_grouped_library(self.name)
+        lib = load_library(self.name)
         tile = next((t for t in self.variant.tiles if t.name == config["tile"]), None)
         if tile is None:
             raise ValueError(f"{self.name} has no tile configuration {config['tile']!r}")

@@ -20,10 +20,11 @@ import torch
 import triton
 import triton.language as tl
 
+from ...arch import sm_count
 from ...codecs import as_bytes
 from ...layouts import ceil_div
 from .common import dot_k_tile, load_fp4_tile, scale_row_words, split_k_tile
-from .launch import WORKSPACES, checked_params, choose_split_k, dot_block_m, scale_words, sm_count
+from .launch import WORKSPACES, checked_params, choose_split_k, dot_block_m, scale_words
 
 # Two fp32 accumulators per program: 128 x 64 tiles keep them within one 8-warp program's registers.
 DEFAULTS = dict(block_n=128, max_block_m=64, block_k=128, num_warps=8, num_stages=3, join_k=True, split_k=None)

@@ -18,6 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ...arch import sm_count
 from ...codecs import as_bytes
 from ...formats import GemmFormat
 from ...layouts import ceil_div, competition_blocked_bytes
@@ -118,12 +119,6 @@ class Launch:
         d = self.cfg.to_dict()
         d.update(block_m=self.block_m, split_k=self.split_k)
         return d
-
-
-def sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def resolve(cfg: LaunchConfig, shape: Shape, device: torch.device) -> Launch:

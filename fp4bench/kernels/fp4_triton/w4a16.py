@@ -27,6 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ...arch import sm_count
 from ...codecs import as_bytes
 from ...layouts import ceil_div
 from ...problem import Shape
@@ -269,7 +270,7 @@ def candidates(shape: Shape, device: torch.device, tiles: tuple[dict, ...] = HOP
     """The heuristic's configuration first, then the other tile classes of `tiles` (split-K fitted to each)."""
     if device.type != "cuda":
         return (dict(CPU_CONFIG),)
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = sm_count(device)
     first = tile_class(shape, tiles)
     ordered = [first] + [c for c in tiles if c is not first]
     return tuple({**c, "split_k": split_for(c, shape, sms, PER_SM[id(c)])} for c in ordered)
