@@ -25,7 +25,8 @@ from .launch import (CPU_CONFIG, GPU_CANDIDATES, MXFP8_CPU_CONFIG, MXFP8_GPU_CAN
 
 
 class TritonKernel(Kernel):
-    """A Triton kernel: on the CPU only under Triton's interpreter, on a GPU only without it."""
+    """A Triton kernel: on the CPU only under Triton's interpreter, on a GPU only without it. `prepare` builds
+    the chosen configuration through the subclass's `prepare_config`."""
 
     graph_safe = True
 
@@ -39,8 +40,19 @@ class TritonKernel(Kernel):
             return "TRITON_INTERPRET=1 is set: Triton kernels run in the CPU interpreter, not on the GPU"
         return None
 
+    def prepare(self, problem: Problem) -> RunFn:
+        return self.prepare_config(problem, self.chosen_config(problem)[0])
 
-class TritonFp4Kernel(TritonKernel):
+
+class LaunchConfigKernel(TritonKernel):
+    """A Triton GEMM configured by a `launch.LaunchConfig` (tile, warps, stages, split-K fitted to the shape)."""
+
+    def launch_config(self, problem: Problem) -> dict:
+        config, source = self.chosen_config(problem)
+        return {**resolve(LaunchConfig.from_dict(config), problem.shape, problem.device).to_dict(), "source": source}
+
+
+class TritonFp4Kernel(LaunchConfigKernel):
     """The tile kernels of gemm.py / gemm_fp8.py; subclasses fix formats, targets, decoding and the math path."""
 
     use_asm = False
@@ -58,13 +70,6 @@ class TritonFp4Kernel(TritonKernel):
     def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
         return tuple(c.to_dict() for c in self.candidates(problem))
 
-    def launch_config(self, problem: Problem) -> dict:
-        config, source = self.chosen_config(problem)
-        return {**resolve(LaunchConfig.from_dict(config), problem.shape, problem.device).to_dict(), "source": source}
-
-    def prepare(self, problem: Problem) -> RunFn:
-        return self.prepare_config(problem, self.chosen_config(problem)[0])
-
     def prepare_config(self, problem: Problem, config: dict) -> RunFn:
         shape, fmt = problem.shape, problem.fmt
         plan = resolve(LaunchConfig.from_dict(config), shape, problem.device)
@@ -75,7 +80,7 @@ class TritonFp4Kernel(TritonKernel):
         return lambda data: launch_gemm(data, shape, fmt, plan, use_asm, fp8)
 
 
-class Mxfp8Kernel(TritonKernel):
+class Mxfp8Kernel(LaunchConfigKernel):
     """MXFP8 x MXFP8 on the per-block-promotion kernel of mxfp8.py; subclasses fix the MMA dtype (`mma_dtype`,
     a Triton dtype; the CPU interpreter always multiplies the exact values in float32)."""
 
@@ -85,13 +90,6 @@ class Mxfp8Kernel(TritonKernel):
     def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
         configs = MXFP8_GPU_CANDIDATES if problem.device.type == "cuda" else (MXFP8_CPU_CONFIG,)
         return tuple(c.to_dict() for c in configs)
-
-    def launch_config(self, problem: Problem) -> dict:
-        config, source = self.chosen_config(problem)
-        return {**resolve(LaunchConfig.from_dict(config), problem.shape, problem.device).to_dict(), "source": source}
-
-    def prepare(self, problem: Problem) -> RunFn:
-        return self.prepare_config(problem, self.chosen_config(problem)[0])
 
     def prepare_config(self, problem: Problem, config: dict) -> RunFn:
         shape = problem.shape
@@ -115,9 +113,6 @@ class W4a16Kernel(TritonKernel):
 
     def tuning_candidates(self, problem: Problem) -> tuple[dict, ...]:
         return w4a16.candidates(problem.shape, problem.device, self.tiles)
-
-    def prepare(self, problem: Problem) -> RunFn:
-        return self.prepare_config(problem, self.chosen_config(problem)[0])
 
     def prepare_config(self, problem: Problem, config: dict) -> RunFn:
         weights = problem.fmt.b
@@ -148,9 +143,6 @@ class TritonProblemKernel(TritonKernel):
     def launch_config(self, problem: Problem) -> dict:
         config, source = self.chosen_config(problem)
         return {**self.ops.resolve(problem.data, config, problem.device), "source": source}
-
-    def prepare(self, problem: Problem) -> RunFn:
-        return self.prepare_config(problem, self.chosen_config(problem)[0])
 
     def prepare_config(self, problem: Problem, config: dict) -> RunFn:
         ops, use_asm = self.ops, self.use_asm
