@@ -224,5 +224,16 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture
+def hopper_target():
+    """The sm_90 GPU the Hopper kernels' GPU tests need; skips the test elsewhere."""
+    from fp4bench.arch import current_target
+
+    target = current_target("cuda")
+    if target.arch != "sm_90a":
+        pytest.skip(f"needs an sm_90 GPU; this is {target.arch}")
+    return target
+
+
 if __name__ == "__main__":
     sys.exit(_build_in_background(sys.argv[1:]))

@@ -95,24 +95,15 @@ GPU_SHAPES = [(1, 128, 256, 1), (77, 200, 96, 1), (130, 129, 32, 1), (200, 72, 1
               (64, 96, 16384, 1)]
 
 
-def _hopper_target():
-    from fp4bench.arch import current_target
-
-    target = current_target("cuda")
-    if target.arch != "sm_90a":
-        pytest.skip(f"needs an sm_90 GPU; this is {target.arch}")
-    return target
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("name,fmt_name", SM90_CASES)
-def test_sm90_kernels_verify_on_edge_shapes(name, fmt_name):
+def test_sm90_kernels_verify_on_edge_shapes(name, fmt_name, hopper_target):
     from fp4bench.formats import GEMM_FORMATS
     from fp4bench.pipeline import check_case
     from fp4bench.kernels import get_kernel
     from fp4bench.problem import Shape
 
-    target = _hopper_target()
+    target = hopper_target
     for m, n, k, l in GPU_SHAPES:
         outcome = check_case(get_kernel(name), Shape(m, n, k, l), GEMM_FORMATS[fmt_name], target, [11, 53])
         assert outcome.status == "pass", (m, n, k, l, outcome.reason)
@@ -125,13 +116,12 @@ def test_sm90_kernels_verify_on_edge_shapes(name, fmt_name):
     ("sm90-mxfp4", "mxfp4", 60), ("sm90-w4a16", "w4a16-mxfp4", 60), ("sm90-nvfp4", "nvfp4", None),
     ("sm90-w4a16", "w4a16-nvfp4", None), ("sm90-mxfp8-fp8", "mxfp8", 20), ("sm90-mxfp8", "mxfp8", 60),
 ])
-def test_sm90_kernels_exact_with_extreme_scales(name, fmt_name, spread):
+def test_sm90_kernels_exact_with_extreme_scales(name, fmt_name, spread, hopper_target):
     from exactness import check_exact_products, extreme_problem
 
     from fp4bench.kernels import get_kernel
     from fp4bench.problem import Shape, poison_output
 
-    _hopper_target()
     kernel = get_kernel(name)
     for shape in (Shape(200, 520, 2048, seed=5), Shape(128, 256, 8192, seed=9)):
         p = extreme_problem(shape, fmt_name, spread, "cuda")
@@ -143,14 +133,13 @@ def test_sm90_kernels_exact_with_extreme_scales(name, fmt_name, spread):
 
 @pytest.mark.gpu
 @pytest.mark.slow
-def test_sm90_nvfp4_on_a_benchmark_shape_twice():
+def test_sm90_nvfp4_on_a_benchmark_shape_twice(hopper_target):
     from fp4bench.checking import check_output
     from fp4bench.formats import GEMM_FORMATS
     from fp4bench.kernels import get_kernel
     from fp4bench.problem import Shape, generate, poison_output
     from fp4bench.reference import reference_gemm
 
-    _hopper_target()
     kernel = get_kernel("sm90-nvfp4")
     # Twice on fresh data: the split-K counters must be back at zero after each call.
     for seed in (1111, 1153):

@@ -121,21 +121,12 @@ KERNEL_NAMES = {GEMV: "sm90-gemv", DUAL_GEMM: "sm90-dual-gemm", GROUP_GEMM: "sm9
 COMPETITION_SEED = 1111
 
 
-def _hopper_target():
-    from fp4bench.arch import current_target
-
-    target = current_target("cuda")
-    if target.arch != "sm_90a":
-        pytest.skip(f"needs an sm_90 GPU; this is {target.arch}")
-    return target
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", [GEMV, DUAL_GEMM, GROUP_GEMM])
-def test_sm90_problem_kernels_pass_the_competition_test_cases(kind):
+def test_sm90_problem_kernels_pass_the_competition_test_cases(kind, hopper_target):
     from fp4bench.kernels import get_kernel
 
-    target = _hopper_target()
+    target = hopper_target
     kernel = get_kernel(KERNEL_NAMES[kind])
     for sizes in TASK_TESTS[kind]:
         data = competition_data(kind, "cuda", COMPETITION_SEED, **sizes)
@@ -154,11 +145,10 @@ def test_sm90_problem_kernels_pass_the_competition_test_cases(kind):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("option", INTERPRETED_OPTIONS[GEMV])
-def test_sm90_gemv_over_every_e2m1_value(option):
+def test_sm90_gemv_over_every_e2m1_value(option, hopper_target):
     """Signed values and 6 x 6 products (the competition's GEMV data has neither), M and K off the tiles."""
     from fp4bench.kernels import get_kernel
 
-    _hopper_target()
     kernel = get_kernel("sm90-gemv")
     for seed, (m, k, l) in enumerate([(7168, 16384, 1), (1000, 4160, 3), (130, 64, 2)]):
         data = full_range_gemv_data("cuda", seed, m, k, l)
@@ -174,10 +164,9 @@ def test_sm90_gemv_over_every_e2m1_value(option):
     (DUAL_GEMM, dict(m=256, n=512, k=2048, l=1)),
     (GROUP_GEMM, dict(m=[64, 96], n=[256, 96], k=[512, 512], g=2)),
 ])
-def test_sm90_problem_kernels_catch_a_planted_bug(kind, sizes):
+def test_sm90_problem_kernels_catch_a_planted_bug(kind, sizes, hopper_target):
     from fp4bench.kernels import get_kernel
 
-    _hopper_target()
     data = competition_data(kind, "cuda", COMPETITION_SEED, **sizes)
     fn = get_kernel(KERNEL_NAMES[kind]).prepare(as_problem(kind, data, "cuda"))
     assert check(kind, fn(poisoned(kind, data)), data).passed
