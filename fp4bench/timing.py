@@ -9,6 +9,11 @@ Constraints the numbers rely on:
 - The host stays ahead of the GPU: each batch of timed calls starts behind a spin kernel longer than the
   host needs to enqueue the batch, so no sample includes launch latency (`CudaEventTimer`).
 - One sample is one call (eager) or one replay of `GRAPH_CALLS` calls divided by that number (graph).
+- Which input each timed call takes, and what happens around the calls outside the timed region, is a
+  `Rotation`'s business: the plain one rotates a fixed list of input sets; the case pipeline's
+  (fp4bench.audit.TimedAudit) refills them between samples and checks sampled timed outputs. Its work runs
+  before a batch, between a call's end event and the next call's start event, and after the batch's
+  synchronisation, never between a start and an end event.
 - Adaptive repetition (`StoppingRule`): stop once the relative standard error of the mean is under the
   target (0.5% by default) with at least `min_samples`, or when the time budget or `max_samples` runs out.
 - CPU timings come from a host clock and are marked `clock="cpu"`; they are not comparable to GPU numbers.
@@ -159,12 +164,18 @@ class TimingOptions:
 # ---------------------------------------------------------------------------------------------
 # clocks
 # ---------------------------------------------------------------------------------------------
+Before = Callable[[int], None]
+After = Callable[[int, object], None]
+
+
 class Timer:
-    """Times a batch of calls, each preceded by an untimed `before()`; returns seconds per call."""
+    """Times a batch of calls, call j preceded by an untimed `before(j)` and followed by an untimed
+    `after(j, returned value)`; returns seconds per call."""
 
     clock: str
 
-    def time_calls(self, calls: Sequence[Callable[[], object]], before: Callable[[], None] | None) -> list[float]:
+    def time_calls(self, calls: Sequence[Callable[[], object]], before: Before | None,
+                   after: After | None = None) -> list[float]:
         raise NotImplementedError
 
     def synchronize(self) -> None:
@@ -174,15 +185,17 @@ class Timer:
 class CpuTimer(Timer):
     clock = "cpu"
 
-    def time_calls(self, calls, before):
-        out = []
-        for call in calls:
+    def time_calls(self, calls, before, after=None):
+        times = []
+        for j, call in enumerate(calls):
             if before is not None:
-                before()
+                before(j)
             t0 = time.perf_counter()
-            call()
-            out.append(time.perf_counter() - t0)
-        return out
+            out = call()
+            times.append(time.perf_counter() - t0)
+            if after is not None:
+                after(j, out)
+        return times
 
 
 class CudaEventTimer(Timer):
@@ -202,17 +215,19 @@ class CudaEventTimer(Timer):
         self.lead_s = INITIAL_LEAD_S
         self.dropped_batches = 0
 
-    def time_calls(self, calls, before):
+    def time_calls(self, calls, before, after=None):
         starts = [torch.cuda.Event(enable_timing=True) for _ in calls]
         ends = [torch.cuda.Event(enable_timing=True) for _ in calls]
         torch.cuda._sleep(int(self.lead_s * sleep_cycles_per_second(self.device)))
         t0 = time.perf_counter()
-        for call, start, end in zip(calls, starts, ends):
+        for j, (call, start, end) in enumerate(zip(calls, starts, ends)):
             if before is not None:
-                before()
+                before(j)
             start.record()
-            call()
+            out = call()
             end.record()
+            if after is not None:
+                after(j, out)
         enqueue_s = time.perf_counter() - t0
         torch.cuda.synchronize(self.device)
         ran_dry = enqueue_s > self.lead_s and self.lead_s < MAX_LEAD_S
@@ -254,7 +269,7 @@ class L2Flusher:
     def __init__(self, device: torch.device, l2_bytes: int):
         self.buffer = torch.empty(max(l2_bytes, 1) * L2_MARGIN, dtype=torch.uint8, device=device)
 
-    def __call__(self) -> None:
+    def __call__(self, _call: int = 0) -> None:
         self.buffer.fill_(0x5A)
 
 
@@ -298,6 +313,52 @@ class Measurement:
         return d
 
 
+class Rotation:
+    """The inputs of the timed calls: call i of the loop takes `inputs[i % len(inputs)]`, and nothing else
+    happens around the calls. fp4bench.audit.TimedAudit overrides the hooks (all run outside the timed region):
+
+      begin_batch(calls)   before a batch of eager calls: the input of each (refilled, prepared)
+      begin_replays()      before a batch of graph replays (graph mode: refill the captured inputs in place)
+      captured(outputs)    after graph capture: what each captured call returned, in capture order
+      before_call(j)       just before call (or replay) j of the batch, before the L2 flush
+      after_call(j, out)   just after call j's end event, with what it returned (None for a replay)
+      end_batch()          after the batch's device-wide synchronisation
+      finish(fn, m)        after sampling, with the measurement
+    `batch_calls` is the number of eager calls per batch. Any hook may raise to end the measurement.
+    """
+
+    batch_calls = SAMPLES_PER_BATCH
+
+    def __init__(self, inputs: Sequence):
+        if not inputs:
+            raise ValueError("measure needs at least one input set")
+        self.inputs = list(inputs)
+        self._next = 0
+
+    def begin_batch(self, calls: int) -> list:
+        chosen = [self.inputs[(self._next + j) % len(self.inputs)] for j in range(calls)]
+        self._next += calls
+        return chosen
+
+    def begin_replays(self) -> None:
+        pass
+
+    def captured(self, outputs: list) -> None:
+        pass
+
+    def before_call(self, j: int) -> None:
+        pass
+
+    def after_call(self, j: int, out) -> None:
+        pass
+
+    def end_batch(self) -> None:
+        pass
+
+    def finish(self, fn, measurement: "Measurement") -> None:
+        pass
+
+
 def warm_up(fn, inputs: Sequence[tuple], synchronize: Callable[[], None]) -> int:
     """Call `fn` on every input set at least once and for WARMUP_MIN_S, synchronising after each round."""
     calls = 0
@@ -312,61 +373,67 @@ def warm_up(fn, inputs: Sequence[tuple], synchronize: Callable[[], None]) -> int
 
 
 def _capture_graph(fn, inputs: Sequence[tuple], calls: int):
-    """A CUDA graph of `calls` calls rotating over `inputs` (captured on a side stream, as torch requires)."""
+    """A CUDA graph of `calls` calls rotating over `inputs` (captured on a side stream, as torch requires),
+    and what each captured call returned."""
     graph = torch.cuda.CUDAGraph()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
+    outputs = []
     with torch.cuda.stream(stream):
         with torch.cuda.graph(graph, stream=stream):
             for i in range(calls):
-                fn(inputs[i % len(inputs)])
+                outputs.append(fn(inputs[i % len(inputs)]))
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
-    return graph
+    return graph, outputs
 
 
-def measure(fn: Callable[[tuple], object], inputs: Sequence[tuple], *, device: torch.device,
+def measure(fn: Callable[[tuple], object], inputs: Sequence[tuple] | Rotation, *, device: torch.device,
             rule: StoppingRule = StoppingRule(), mode: str = MODE_EAGER, cold_l2: bool = True,
-            l2_bytes: int = 0) -> Measurement:
-    """Time `fn` over `inputs` (rotated call by call) until `rule` says stop.
+            l2_bytes: int = 0, finish: bool = True) -> Measurement:
+    """Time `fn` over `inputs` (a list of input sets, rotated call by call, or a `Rotation`) until `rule`
+    says stop; then the rotation's `finish` (unless `finish` is False).
 
     Graph mode needs a CUDA device and a `fn` that allows capture; eager mode works anywhere.
     """
-    if not inputs:
-        raise ValueError("measure needs at least one input set")
+    rotation = inputs if isinstance(inputs, Rotation) else Rotation(inputs)
     if mode not in MODES:
         raise ValueError(f"unknown timing mode {mode!r}; use {' or '.join(MODES)}")
     if mode == MODE_GRAPH and device.type != "cuda":
         raise ValueError("graph mode needs a CUDA device")
     timer = timer_for(device)
     began = time.perf_counter()
-    warmup = warm_up(fn, inputs, timer.synchronize)
+    warmup = warm_up(fn, rotation.inputs, timer.synchronize)
 
     flush = L2Flusher(device, l2_bytes) if (cold_l2 and mode == MODE_EAGER and device.type == "cuda") else None
+
+    def before(j: int) -> None:
+        rotation.before_call(j)
+        if flush is not None:
+            flush()
+
     if mode == MODE_GRAPH:
-        graph = _capture_graph(fn, inputs, GRAPH_CALLS)
+        graph, outputs = _capture_graph(fn, rotation.inputs, GRAPH_CALLS)
+        rotation.captured(outputs)
         graph.replay()   # the first replay uploads the graph
         timer.synchronize()
-        batch = [graph.replay] * SAMPLES_PER_BATCH
+        replays = [graph.replay] * SAMPLES_PER_BATCH
         per_sample_calls = GRAPH_CALLS
     else:
         per_sample_calls = 1
-        batch = None
+        replays = None
 
     samples: list[float] = []
     start = time.perf_counter()
     stop = None
-    i = 0
     while stop is None:
-        if batch is None:
-            calls = []
-            for _ in range(SAMPLES_PER_BATCH):
-                data = inputs[i % len(inputs)]
-                calls.append(lambda data=data: fn(data))
-                i += 1
+        if replays is None:
+            calls = [lambda data=data: fn(data) for data in rotation.begin_batch(rotation.batch_calls)]
         else:
-            calls = batch
-        batch_samples = timer.time_calls(calls, flush)
+            rotation.begin_replays()
+            calls = replays
+        batch_samples = timer.time_calls(calls, before, rotation.after_call)   # ends with a device-wide sync
+        rotation.end_batch()
         if not batch_samples and time.perf_counter() - start > rule.budget_s and len(samples) >= 2:
             stop = "budget"
         # The rule is asked once per batch: its standard error runs over every sample so far, and asking it
@@ -375,13 +442,21 @@ def measure(fn: Callable[[tuple], object], inputs: Sequence[tuple], *, device: t
         if batch_samples:
             stop = rule.verdict(samples, time.perf_counter() - start)
     del flush
-    return Measurement(stats=Stats.from_samples(samples), samples=samples, mode=mode, clock=timer.clock,
-                       cold_l2=cold_l2, input_sets=len(inputs), calls_per_sample=per_sample_calls,
-                       stop_reason=stop, warmup_calls=warmup, seconds=time.perf_counter() - began,
-                       dropped_batches=getattr(timer, "dropped_batches", 0))
+    measurement = Measurement(stats=Stats.from_samples(samples), samples=samples, mode=mode, clock=timer.clock,
+                              cold_l2=cold_l2, input_sets=len(rotation.inputs), calls_per_sample=per_sample_calls,
+                              stop_reason=stop, warmup_calls=warmup, seconds=time.perf_counter() - began,
+                              dropped_batches=getattr(timer, "dropped_batches", 0))
+    if finish:
+        rotation.finish(fn, measurement)
+    return measurement
 
 
-def time_kernel(fn: Callable[[tuple], object], inputs: Sequence[tuple], *, device: torch.device,
+# nvbench drives its own sampling loop: a Rotation's checks run on a pass of this many batches of our own
+# timer after nvbench's samples (their times are not kept).
+NVBENCH_AUDIT_BATCHES = 2
+
+
+def time_kernel(fn: Callable[[tuple], object], inputs: Sequence[tuple] | Rotation, *, device: torch.device,
                 options: TimingOptions, l2_bytes: int = 0, mode: str | None = None) -> Measurement:
     """The one timing entry point: `fn` over `inputs` with the back-end, mode and stopping rule of `options`.
 
@@ -390,7 +465,16 @@ def time_kernel(fn: Callable[[tuple], object], inputs: Sequence[tuple], *, devic
     if options.timer == TIMER_NVBENCH:
         from .nvbench_timer import measure_nvbench
 
-        return measure_nvbench(fn, inputs, device=device, rule=options.rule, mode=mode, cold_l2=options.cold_l2,
-                               l2_bytes=l2_bytes)
+        rotation = inputs if isinstance(inputs, Rotation) else Rotation(inputs)
+        m = measure_nvbench(fn, rotation.inputs, device=device, rule=options.rule, mode=mode,
+                            cold_l2=options.cold_l2, l2_bytes=l2_bytes)
+        if type(rotation) is not Rotation:
+            calls = NVBENCH_AUDIT_BATCHES * rotation.batch_calls
+            audit_rule = StoppingRule(target_rse=DEFAULT_TARGET_RSE, budget_s=3600.0, min_samples=calls,
+                                      max_samples=calls)
+            measure(fn, rotation, device=device, rule=audit_rule, mode=mode, cold_l2=options.cold_l2,
+                    l2_bytes=l2_bytes, finish=False)
+            rotation.finish(fn, m)
+        return m
     return measure(fn, inputs, device=device, rule=options.rule, mode=mode, cold_l2=options.cold_l2,
                    l2_bytes=l2_bytes)
