@@ -85,6 +85,7 @@ class CaseSpec:
     timing: "object | None" = None   # fp4bench.timing.TimingOptions; None: check only (verify)
     check_seeds: int = 2
     tune: bool = False             # time the kernel's candidate configurations first (run --tune)
+    strict_submission: bool = True   # a submission file's imports and first call are checked (fp4bench.strict)
 
     @property
     def key(self) -> tuple:

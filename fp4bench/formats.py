@@ -39,6 +39,8 @@ class ElementSpec:
     max_value: float
     emax: int            # exponent of the largest binade; the MX shared exponent subtracts it
     storage_dtype: torch.dtype  # dtype of the stored tensor (fp4 packs two per byte)
+    # The sign bits of one stored unit (every element packed in it): XOR with it negates the values exactly.
+    sign_mask: int
 
     @property
     def per_byte(self) -> int:
@@ -54,9 +56,9 @@ class ScaleSpec:
     power_of_two: bool   # e8m0 scales are pure powers of two
 
 
-E2M1 = ElementSpec("e2m1", 4, E2M1_MAX, E2M1_EMAX, torch.float4_e2m1fn_x2)
-E4M3 = ElementSpec("e4m3", 8, E4M3_MAX, E4M3_EMAX, torch.float8_e4m3fn)
-BF16_ELEMENT = ElementSpec("bf16", 16, float(torch.finfo(torch.bfloat16).max), 127, torch.bfloat16)
+E2M1 = ElementSpec("e2m1", 4, E2M1_MAX, E2M1_EMAX, torch.float4_e2m1fn_x2, 0x88)
+E4M3 = ElementSpec("e4m3", 8, E4M3_MAX, E4M3_EMAX, torch.float8_e4m3fn, 0x80)
+BF16_ELEMENT = ElementSpec("bf16", 16, float(torch.finfo(torch.bfloat16).max), 127, torch.bfloat16, 0x8000)
 
 SCALE_E4M3 = ScaleSpec("e4m3", torch.float8_e4m3fn, power_of_two=False)
 SCALE_E8M0 = ScaleSpec("e8m0", torch.float8_e8m0fnu, power_of_two=True)

@@ -8,7 +8,13 @@ One checked call (`checked_run`) of a kernel on a problem:
   * every input tensor is copied before the call and compared bit for bit afterwards: a kernel must not
     modify its inputs (scales included).
   * the returned tensor must not share memory with an input (returning a view of A or of the scales).
-  * the returned value is compared with the exact reference (`checking.check_output`).
+  * the returned value is copied on the caller's stream the moment the call returns and compared with what
+    it holds after a device-wide synchronize: an output still being written (work in flight on any stream,
+    or deferred to a later call) is a finding.
+  * the returned value is compared with the exact reference (`checking.check_output`), which is computed
+    after the call (a kernel cannot find a reference that does not exist yet and copy it). References the
+    harness holds while a kernel runs (an earlier input's, for the cache check) are sealed (`Seal`): one a
+    kernel wrote into (NaN, say, so that NaN outputs compare equal) is a finding.
 Across calls (`pipeline.check_case` drives these):
   * cached output: two different inputs whose references differ but whose outputs are bitwise identical.
   * determinism: the kernel runs again on the same input; the largest difference between the two outputs
@@ -47,6 +53,8 @@ MODIFIES_INPUTS = "modifies-inputs"
 ALIASES_INPUT = "aliases-input"
 CACHED_OUTPUT = "cached-output"
 NONDETERMINISTIC = "nondeterministic"
+OUTPUT_IN_FLIGHT = "output-in-flight"
+TAMPERED_REFERENCE = "tampered-reference"
 
 
 @dataclass
@@ -138,6 +146,68 @@ def as_one_tensor(out) -> torch.Tensor | None:
     return torch.cat([t.detach().reshape(-1) for t in parts])
 
 
+def copy_of(out):
+    """A copy of a returned value's tensors (a list's too), taken on the current stream: what it held then."""
+    if isinstance(out, (list, tuple)):
+        return [copy_of(t) for t in out]
+    return out.detach().clone() if isinstance(out, torch.Tensor) else None
+
+
+def changed_since(copy, out) -> int:
+    """Elements of the returned value whose bits differ from `copy` (taken earlier by `copy_of`)."""
+    if isinstance(out, (list, tuple)):
+        return sum(changed_since(c, t) for c, t in zip(copy, out))
+    if not isinstance(out, torch.Tensor) or copy is None or copy.shape != out.shape:
+        return 0
+    return int((_bits(copy) != _bits(out.detach())).sum())
+
+
+def in_flight_finding(copy, out, where: str = "the call") -> Finding | None:
+    """A finding when the returned value changed after `where` returned (the copy was taken then)."""
+    n = changed_since(copy, out)
+    if not n:
+        return None
+    return Finding(OUTPUT_IN_FLIGHT, f"{n} output element(s) changed after {where} returned (work still in flight "
+                                     f"on another stream, or deferred)")
+
+
+def _digest(t: torch.Tensor) -> tuple[int, int]:
+    bits = _bits(t.detach().contiguous())
+    return int(bits.to(torch.int64).sum()), int((~torch.isfinite(t)).sum())
+
+
+@dataclass
+class Seal:
+    """A reference with a digest of its values and allowance taken when it was computed, so that a kernel
+    that writes into it (found through the garbage collector, say) is seen. The fp32 reference of finite
+    inputs is finite: a NaN or infinity in it is tampering too."""
+
+    expected: Expected
+    digest: tuple = ()
+    what: str = "a reference"
+
+    @classmethod
+    def of(cls, expected: Expected, what: str = "a reference") -> "Seal":
+        return cls(expected, cls._digests(expected), what)
+
+    @staticmethod
+    def _digests(expected: Expected) -> tuple:
+        parts = []
+        for field_ in (expected.values, expected.allowance):
+            parts += [_digest(t) for t in (field_ if isinstance(field_, (list, tuple)) else [field_])]
+        return tuple(parts)
+
+    def broken(self) -> Finding | None:
+        now = self._digests(self.expected)
+        if now == self.digest:
+            values = self.expected.values
+            bad = sum(int((~torch.isfinite(t)).sum()) for t in (values if isinstance(values, list) else [values]))
+            if not bad:
+                return None
+        return Finding(TAMPERED_REFERENCE, f"{self.what} the harness held during the call was written into "
+                                           f"(NaN or other values in the expected output)")
+
+
 def snapshot_inputs(data, kind: str = GEMM) -> list[tuple[str, torch.Tensor]]:
     return [(name, t.detach().clone()) for name, t in _inputs(data, kind)]
 
@@ -178,6 +248,7 @@ class CheckedRun:
     check: CheckResult
     findings: list[Finding] = field(default_factory=list)
     output: torch.Tensor | None = None   # a copy of what the kernel returned (a list's tensors joined in one)
+    expected: Expected | None = None     # the reference it was checked against
 
     @property
     def fatal(self) -> Finding | None:
@@ -200,19 +271,26 @@ class CheckedRun:
         return replace(self.check, passed=False, reason=self.reason())
 
 
-def checked_run(fn, problem: Problem, expected: Expected, synchronize) -> CheckedRun:
+def checked_run(fn, problem: Problem, expected, synchronize, held: tuple[Seal, ...] = ()) -> CheckedRun:
     """Run `fn` once on `problem` with a poisoned, guarded output, and check everything listed above.
 
-    `expected` is the [M, N, L] reference with its allowance; `synchronize()` waits for the device.
-    Exceptions from `fn` propagate.
+    `expected` is the [M, N, L] reference with its allowance, or a function computing it (called after the
+    call returned); `synchronize()` waits for the whole device; `held` are the references the caller holds
+    while `fn` runs. Exceptions from `fn` propagate.
     """
     kind = problem.kind
     guards = [GuardedOutput.like(c) for c in problem.spec.outputs(problem.data)]
     data = problem.with_outputs([g.c for g in guards]).data
     before = snapshot_inputs(data, kind)
     out = fn(data)
+    at_return = copy_of(out)
     synchronize()
-    findings = []
+    findings = [f for f in (seal.broken() for seal in held) if f is not None]
+    in_flight = in_flight_finding(at_return, out)
+    if in_flight:
+        findings.append(in_flight)
+    if callable(expected):
+        expected = expected()
     aliased = aliased_inputs(out, data, kind)
     if aliased:
         findings.append(Finding(ALIASES_INPUT, f"returned tensor shares memory with input {', '.join(aliased)}"))
@@ -226,7 +304,7 @@ def checked_run(fn, problem: Problem, expected: Expected, synchronize) -> Checke
     check = check_output(out, expected.values, problem.fmt.out_dtype, allowance=expected.allowance)
     joined = as_one_tensor(out)
     copy = None if joined is None else joined.detach().clone()
-    return CheckedRun(check, findings, copy)
+    return CheckedRun(check, findings, copy, expected)
 
 
 def cached_output(earlier: CheckedRun, later: CheckedRun, ref_earlier, ref_later) -> Finding | None:

@@ -647,7 +647,7 @@ def sanitized_call(spec, report: dict, save) -> None:
         return
     report["ranges"] = operand_ranges(problem)
     save()   # before anything of the kernel runs: a report must be placeable even if the process dies
-    fn = kernel.prepare(problem)
+    fn = kernel.prepared(problem)   # its per-input-set preparation runs under the sanitizer too
     synchronize(target)
     started = time.perf_counter()
     out = fn(problem.data)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fp4bench.arch import CPU, Target
+from fp4bench.audit import copy_bits
 from fp4bench.formats import gemm_format
 from fp4bench.pipeline import check_case
 from fp4bench.kernels import all_kernels, get_kernel
@@ -36,14 +37,29 @@ def test_dense_baselines_pass_on_cpu(name, fmt):
     assert outcome.check.max_abs_err == outcome.check.max_abs_err   # a real comparison happened (not NaN)
 
 
-def test_cublas_dense_keeps_one_dense_copy_per_input():
-    fmt = gemm_format("mxfp4")
+@pytest.mark.parametrize("name, fmt", [("cublas-dense", "mxfp4"), ("cublas-dense", "nvfp4")])
+def test_dense_operands_come_from_the_contents_not_the_addresses(name, fmt):
+    # The same buffers refilled with other contents (as the timed calls' input sets are): the per-input-set
+    # preparation runs again and the result is the new contents' product, never the old operands'.
+    fmt = gemm_format(fmt)
     p1, p2 = generate(SHAPE, fmt), generate(SHAPE.with_seed(99), fmt)
-    fn = get_kernel("cublas-dense").prepare(p1)
-    for p in (p1, p2, p1):   # switching inputs must never reuse the other input's operands
-        out = fn(poison_output(p).data)
+    prepared = get_kernel(name).prepared(p1)
+    buffers = poison_output(p1).data
+    for p in (p1, p2, p1):
+        for dst, src in zip(buffers[:6], p.data[:6]):
+            copy_bits(dst, src)
+        out = prepared(buffers)
         ref = reference_gemm(p).to(fmt.out_dtype).float()
         torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
+
+
+def test_the_dense_baseline_prepares_outside_its_timed_callable():
+    p = generate(SHAPE, gemm_format("nvfp4"))
+    kernel = get_kernel("cublas-dense")
+    data, dense = kernel.prepare_inputs(p, poison_output(p).data)
+    assert dense[0][0][0].dtype == torch.float16 and dense[0][0][0].shape == (SHAPE.m, SHAPE.k)
+    out = kernel.prepare(p)((data, dense))
+    assert out is data[6] and torch.isfinite(out).all()
 
 
 def test_torch_scaled_mm_is_skipped_on_hopper_and_cpu_with_the_reason():

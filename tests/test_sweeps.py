@@ -144,7 +144,10 @@ def test_triton_kernels_choose_a_recorded_configuration(tmp_path, monkeypatch):
     assert kernel.launch_config(problem)["source"] == "tuned"
 
 
-class _DelayKernel:
+from fp4bench.kernels.base import Kernel as _Kernel  # noqa: E402
+
+
+class _DelayKernel(_Kernel):
     """A kernel with two launch configurations: one adds a host delay. Tuning must find the other."""
 
     from fp4bench.kernels.torch_ref import TorchReference as _Ref

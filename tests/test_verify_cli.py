@@ -29,10 +29,11 @@ SHIFTED_SCALES = textwrap.dedent("""\
             shifted = torch.roll(sfa[:, :, i].contiguous().view(torch.uint8), 1, dims=1).view(sfa.dtype)
             da = dequantize(a[:, :, i], shifted, fmt.a)
             db = dequantize(b[:, :, i], sfb[:, :, i], fmt.b)
-            c[:, :, i] = (da @ db.T).to(c.dtype)
+            c[:, :, i] = (da[:, None, :] * db[None, :, :]).sum(-1).to(c.dtype)
         return c
     """)
 
+# Honest plain torch: the products summed elementwise (a torch matmul would be the vendor's GEMM).
 CORRECT_SUBMISSION = textwrap.dedent("""\
     from fp4bench.formats import GEMM_FORMATS, SCALE_E8M0
     from fp4bench.codecs import dequantize
@@ -43,7 +44,7 @@ CORRECT_SUBMISSION = textwrap.dedent("""\
         for i in range(c.shape[2]):
             da = dequantize(a[:, :, i], sfa[:, :, i], fmt.a)
             db = dequantize(b[:, :, i], sfb[:, :, i], fmt.b)
-            c[:, :, i] = (da @ db.T).to(c.dtype)
+            c[:, :, i] = (da[:, None, :] * db[None, :, :]).sum(-1).to(c.dtype)
         return c
     """)
 
@@ -85,6 +86,16 @@ def test_correct_submission_file_passes(shapes_file, tmp_path):
     sub = tmp_path / "good_submission.py"
     sub.write_text(CORRECT_SUBMISSION)
     r = invoke("--shapes", shapes_file, "--kernel", str(sub), "--device", "cpu")
+    assert r.exit_code == 0, r.output
+
+
+def test_a_torch_matmul_submission_is_the_vendor_path_unless_strictness_is_off(shapes_file, tmp_path):
+    sub = tmp_path / "matmul_submission.py"
+    sub.write_text(CORRECT_SUBMISSION.replace("(da[:, None, :] * db[None, :, :]).sum(-1)", "(da @ db.T)"))
+    r = invoke("--shapes", shapes_file, "--kernel", str(sub), "--device", "cpu")
+    assert r.exit_code == 1, r.output
+    assert "vendor-gemm: dense torch matmuls (torch.matmul x1) do 100% of the problem's FLOPs" in " ".join(r.output.split())
+    r = invoke("--shapes", shapes_file, "--kernel", str(sub), "--device", "cpu", "--no-strict-submission")
     assert r.exit_code == 0, r.output
 
 

@@ -123,6 +123,10 @@ class RunSettings:
                               help=f"Also run each checked case under NVIDIA compute-sanitizer with this tool "
                                    f"(repeatable; {SANITIZE_DEFAULT} when no tool is named); a finding fails "
                                    f"the case.")
+    strict_submission: bool = _option("--strict-submission/--no-strict-submission", default=True,
+                                      show_default=True,
+                                      help="A submission file may not import or call the reference, "
+                                           "torch._scaled_mm or dense torch matmuls doing the GEMM (traced).")
     check_only: bool = False   # verify: no timing (not an option; the command decides)
 
 
@@ -247,7 +251,8 @@ def build_plan(settings: RunSettings, timing: TimingOptions | None):
                 continue
             ref = str(getattr(kernel, "path", None) or kernel.name)
             cases += [CaseSpec(ref, fmt.name, shape, problem=kind, timing=timing, check_seeds=settings.check_seeds,
-                               tune=settings.tune) for shape in shapes]
+                               tune=settings.tune, strict_submission=settings.strict_submission)
+                      for shape in shapes]
     if not cases:
         raise InputError(f"no selected kernel computes {KIND_SPECS[kind].competition} in the selected format(s)")
     return Plan(cases), fmts, shapes, selected, baseline

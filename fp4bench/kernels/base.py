@@ -4,8 +4,9 @@ Every kernel and every baseline is a `Kernel`: a name, the problem kinds and GEM
 compile targets it runs on, and one required method, `prepare(problem) -> callable`. The engine hands
 `prepare` the whole `Problem` (kind, format from the registry, shape, inputs), outside any timed region:
 that is where a kernel builds, picks its launch configuration and allocates workspaces. The callable it
-returns takes the problem's input tuple (`problem.data`, or another input set of the same case: same kind,
-format and shape, other values) and returns the output; it is what the engine checks and times.
+returns takes an input set of the case (`problem.data`, or another one: same kind, format and shape, other
+values), as the product of `prepare_inputs` (below; by default the input tuple itself), and returns the
+output; it is what the engine checks and times.
 
 Kernels with launch choices list them (`tuning_candidates`), build one (`prepare_config`) and get the one to
 run from `chosen_config`: the GPU model's tuned table (fp4bench.config_table), else their heuristic, never a
@@ -16,12 +17,29 @@ combines them with the kind and format checks and is what the engine asks. Every
 A kernel is checked against the exact reference. One that approximates by design (a baseline that requantizes
 its operands, say) says so with `approximation_allowance(problem)`: a per-element bound, derived from its
 documented approximation, that the check adds to that kernel's bound alone.
+
+Per-input-set preparation (`prepare_inputs(problem, data) -> product`), the one sanctioned way to do work per
+input set outside the timed region: the engine calls it for every input set after its contents are filled or
+refilled (the timed calls rotate among input sets whose contents change between samples, fp4bench.audit),
+never inside a timed sample, and the callable from `prepare` receives its product instead of the input tuple.
+It is for conversions a baseline declares as not part of what it times (cublas-dense dequantizes its operands
+there, torch-scaled-fp8 requantizes them, a W4A16 library converts its weights to its own layout). The product
+is derived from the contents of `data` alone, never remembered across calls by address: the same buffers come
+back with other contents. It may synchronise the host; it must not write into `data` (a check of every call
+compares the inputs bit for bit). The default is `data` itself. `prepared(problem)` pairs the two (`Prepared`:
+called on an input tuple, it prepares and runs, as every correctness call does). A competition submission
+(fp4bench.kernels.external) gets no such step: everything its `custom_kernel` does is timed.
+Caches of what does not depend on the contents (workspaces, argument structs or device tables keyed by
+addresses and strides) stay inside the callable; the engine makes one untimed call on every fresh input set
+before timing it, so a cache miss never lands in a sample.
 """
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import partial
 from typing import Callable, ClassVar
 
 import torch
@@ -30,10 +48,24 @@ from ..arch import Target
 from ..config_table import tuned_config
 from ..problem import GEMM, Problem
 
-RunFn = Callable[[tuple], torch.Tensor]
+RunFn = Callable[[object], torch.Tensor]
 # Where a launch configuration came from (recorded with it).
 SOURCE_TUNED = "tuned"
 SOURCE_HEURISTIC = "heuristic"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A prepared kernel: the callable that is timed, and the per-input-set preparation whose product it takes.
+
+    Called on an input tuple it does both (what every untimed correctness call does); the timing loop calls
+    `inputs` outside the timed region and times `run` alone."""
+
+    run: RunFn
+    inputs: Callable[[object], object]
+
+    def __call__(self, data):
+        return self.run(self.inputs(data))
 
 
 def triton_interpreting() -> bool:
@@ -58,6 +90,8 @@ class Kernel(ABC):
     description: ClassVar[str] = ""
     # Whether a CUDA graph may capture the prepared callable (no host synchronisation, no allocation).
     graph_safe: ClassVar[bool] = True
+    # A competition-style submission file (fp4bench.kernels.external): `--strict-submission` applies to it.
+    submission: ClassVar[bool] = False
     # Tensor-core input type the kernel multiplies in ("fp4", "fp8", "fp16", "bf16", "fp32"); it picks the
     # matrix rate of the speed-of-light bound (fp4bench.sol). None: the format's exact dense dtype.
     math_path: ClassVar[str | None] = None
@@ -135,6 +169,17 @@ class Kernel(ABC):
     @abstractmethod
     def prepare(self, problem: Problem) -> RunFn:
         """Everything done once per case (build, configuration, workspaces); returns the callable to run."""
+
+    def prepare_inputs(self, problem: Problem, data):
+        """What the callable of `prepare(problem)` takes for the input set `data` (a tuple of the case's kind),
+        computed outside the timed region after every (re)fill of that set's contents (module docstring).
+        Default: `data` itself."""
+        return data
+
+    def prepared(self, problem: Problem, config: dict | None = None) -> Prepared:
+        """`prepare(problem)` (or `prepare_config` with `config`) with this kernel's per-input-set preparation."""
+        run = self.prepare(problem) if config is None else self.prepare_config(problem, config)
+        return Prepared(run, partial(self.prepare_inputs, problem))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

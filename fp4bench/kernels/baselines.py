@@ -6,8 +6,9 @@
 - `torch-dequant-mm`: dequantize the operands with torch (fp4bench.codecs) into the format's exact dense
   dtype, then one matmul per batch (and per GEMM of the problem kind); dequantization and matmul are timed
   together.
-- `cublas-dense`: the same matmuls with the operands dequantized outside the timed region (at the first
-  call on an input, which warm-up absorbs): the dense-GEMM speed a user compares against.
+- `cublas-dense`: the same matmuls with the operands dequantized outside the timed region (in
+  `prepare_inputs`, which the engine calls for every input set after its contents change): the dense-GEMM
+  speed a user compares against.
 Dense dtype = `GemmFormat.compute_dtype` (fp16 for NVFP4, bf16 otherwise): exact for the operands, and the
 matmul accumulates in fp32 as every FP4 tensor-core GEMM does.
 Both compute every problem kind: GEMV as a matmul with the one-row B (cuBLAS's GEMV path), a grouped problem
@@ -31,12 +32,6 @@ from ..layouts import competition_blocked_bytes
 from ..problem import DUAL_GEMM, PROBLEM_KINDS, Problem
 from ..reference import dequantize_operands, fp8_mma_allowance, gemm_operands, silu_product
 from .base import Kernel, RunFn
-
-
-def _dense_operands(data: tuple, fmt: GemmFormat, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A[M, K] and B[N, K] of one batch of a GEMM (a, b, sfa, sfb) in the format's compute dtype."""
-    da, db = dequantize_operands(data, fmt, batch)
-    return da.to(fmt.compute_dtype), db.to(fmt.compute_dtype)
 
 
 def _dense_problem(data, kind: str, fmt: GemmFormat, batches: int) -> list[list[tuple]]:
@@ -115,24 +110,6 @@ class TorchDequantMM(Kernel):
         return run
 
 
-class PerInput:
-    """Operands converted once per input set, outside the timed region (the first call on an input, which
-    warm-up absorbs), keyed by the storage of the problem's first A and B; holding that A pins its storage,
-    so a pointer key cannot be reused by another tensor."""
-
-    def __init__(self, convert):
-        self.convert = convert   # data -> the converted operands
-        self.entries: dict[tuple, tuple] = {}
-
-    def __call__(self, data, first_a: torch.Tensor, first_b: torch.Tensor):
-        key = (first_a.data_ptr(), first_b.data_ptr())
-        entry = self.entries.get(key)
-        if entry is None or entry[0] is not first_a:
-            entry = (first_a, self.convert(data))
-            self.entries[key] = entry
-        return entry[1]
-
-
 class CublasDense(Kernel):
     """The product is written straight into C (`out=` on C's [M, N] slice of each batch) where the dtypes
     allow: no temporary and no copy, the strongest plain cuBLAS call for the dense operands."""
@@ -143,14 +120,17 @@ class CublasDense(Kernel):
     role = "baseline"
     description = "fp16/bf16 matmul on operands dequantized outside the timed region"
 
-    def prepare(self, problem: Problem) -> RunFn:
-        fmt, kind, spec, batches = problem.fmt, problem.kind, problem.spec, problem.shape.l
-        dense = PerInput(lambda data: _dense_problem(data, kind, fmt, batches))
+    def prepare_inputs(self, problem: Problem, data) -> tuple:
+        """(data, the dense operands of every GEMM and batch): the dequantization is not timed."""
+        return data, _dense_problem(data, problem.kind, problem.fmt, problem.shape.l)
 
-        def run(data):
-            (a, b, _, _), *_ = gemm_operands(data, kind)
+    def prepare(self, problem: Problem) -> RunFn:
+        kind, spec = problem.kind, problem.spec
+
+        def run(prepared):
+            data, dense = prepared
             outputs = spec.outputs(data)
-            _combine(dense(data, a, b), outputs, kind)
+            _combine(dense, outputs, kind)
             return spec.result(outputs)
 
         return run
@@ -220,13 +200,17 @@ class TorchScaledMMFp8(Kernel):
             bound[:, :, i] = (da - ra).abs() @ db.abs().T + ra.abs() @ (db - rb).abs().T
         return bound.float() + fp8_mma_allowance(problem)
 
+    def prepare_inputs(self, problem: Problem, data) -> tuple:
+        """(data, per batch the requantized operands and their scales): the requantization is not timed."""
+        return data, [_tensorwise_operands(data, problem.fmt, i) for i in range(problem.shape.l)]
+
     def prepare(self, problem: Problem) -> RunFn:
         fmt = problem.fmt
-        operands = PerInput(lambda data: [_tensorwise_operands(data, fmt, i) for i in range(data[0].shape[2])])
 
-        def run(data: tuple) -> torch.Tensor:
+        def run(prepared) -> torch.Tensor:
+            data, operands = prepared
             c = data[6]
-            for i, (qa, qb, sa, sb) in enumerate(operands(data, data[0], data[1])):
+            for i, (qa, qb, sa, sb) in enumerate(operands):
                 # A row-major, B column-major ([N, K] K-major, transposed); C's batch slice is row-major.
                 torch._scaled_mm(qa, qb.T, sa, sb, out_dtype=fmt.out_dtype, use_fast_accum=False, out=c[:, :, i])
             return c

@@ -5,6 +5,10 @@ may compute any problem kind, the one `--problem` names. While it loads, the sub
 `sys.path` (its sibling task.py, utils.py...) and, unless a task.py sits beside it, `import task` gives the
 problem's interface module (fp4bench.competition_task): a submission runs as downloaded.
 
+While it loads, the names its folder's modules import are recorded (`imports`): `--strict-submission`
+(fp4bench.strict) refuses a submission that imports the reference. A submission gets no per-input-set
+preparation step (`Kernel.prepare_inputs` stays the identity): everything `custom_kernel` does is timed.
+
 Loading errors are of two kinds:
   * the file is bad input (missing or unreadable, not Python, a syntax error, an import that fails in its own
     code, no `custom_kernel`): `KernelLoadError`, one line, exit code 2;
@@ -16,6 +20,8 @@ Loading errors are of two kinds:
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import importlib.util
 import re
 import sys
@@ -52,16 +58,38 @@ def environment_reason(exc: BaseException) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def recording_imports(folder: Path, names: list[str]):
+    """Every module name that code in `folder` (or below it) imports while the block runs, into `names`
+    (`from x import y` records x and x.y)."""
+    original = builtins.__import__
+
+    def recording(name, globals=None, locals=None, fromlist=(), level=0):
+        importer = (globals or {}).get("__file__")
+        if importer and level == 0 and folder in Path(importer).resolve().parents:
+            names.append(name)
+            names.extend(f"{name}.{item}" for item in fromlist or () if item != "*")
+        return original(name, globals, locals, fromlist, level)
+
+    builtins.__import__ = recording
+    try:
+        yield names
+    finally:
+        builtins.__import__ = original
+
+
 class ExternalKernel(Kernel):
     formats = tuple(GEMM_FORMATS)
     problems = PROBLEM_KINDS
     description = "competition-style custom_kernel(data) from a file"
+    submission = True
 
-    def __init__(self, name: str, fn, path: Path, import_failure: str | None = None):
+    def __init__(self, name: str, fn, path: Path, import_failure: str | None = None, imports: tuple = ()):
         self.name = name
         self._fn = fn
         self.path = path
         self.import_failure = import_failure
+        self.imports = imports   # module names the submission's folder imported while it loaded
 
     @classmethod
     def from_path(cls, path: str, problem: str = GEMM) -> "ExternalKernel":
@@ -80,8 +108,10 @@ class ExternalKernel(Kernel):
         if not (p.parent / "task.py").is_file():
             sys.modules["task"] = task_module(kind_spec(problem).competition)
         sys.path.insert(0, str(p.parent.resolve()))
+        imported: list[str] = []
         try:
-            spec.loader.exec_module(module)
+            with recording_imports(p.parent.resolve(), imported):
+                spec.loader.exec_module(module)
         except SyntaxError as e:
             raise KernelLoadError(f"kernel file {path} is not valid Python: {e.msg} (line {e.lineno})") from None
         except Exception as e:  # a submission can fail to import in any way
@@ -97,7 +127,17 @@ class ExternalKernel(Kernel):
         fn = getattr(module, "custom_kernel", None)
         if not callable(fn):
             raise KernelLoadError(f"kernel file {path} defines no custom_kernel(data) function")
-        return cls(p.stem, fn, p)
+        return cls(p.stem, fn, p, imports=tuple(dict.fromkeys(imported)))
+
+    @property
+    def folder(self) -> Path:
+        """The submission's folder (its sibling modules and a competition reference.py live there)."""
+        return self.path.parent.resolve()
+
+    @property
+    def namespace(self) -> dict:
+        """The globals of the submission's module: what its functions can reach."""
+        return getattr(self._fn, "__globals__", {})
 
     def unavailable_reason(self, target: Target) -> str | None:
         if self.import_failure:
@@ -106,6 +146,10 @@ class ExternalKernel(Kernel):
 
     def prepare(self, problem: Problem) -> RunFn:
         return self._fn
+
+    def prepare_inputs(self, problem: Problem, data):
+        """No preparation outside the timed region for a submission, whatever its file defines."""
+        return data
 
 
 KERNELS = ()
