@@ -351,6 +351,8 @@ class TimedAudit(Rotation):
     """The timed calls' input sets, refilled and checked (module docstring). `fn` is the timed callable,
     `prepare_inputs(data)` its per-input-set preparation, `expected` the base input's reference."""
 
+    audited = True
+
     def __init__(self, base: Problem, expected: Expected, fn, prepare_inputs, *, slots: int = SAMPLES_PER_BATCH,
                  graph: bool = False, l2: L2Policy | None = None):
         chooser = random.SystemRandom()   # neither the checked calls nor the contents can be predicted
