@@ -24,6 +24,12 @@
 #             reference and the baselines verified on each problem's test cases, the sm90 kernel and the baselines
 #             timed on its benchmark cases
 #             (--save-baseline: baselines/<gpu>-<problem>.json, copied to $OUT)
+#   integrity (~6 min) the timed-call checks on the GPU: the GPU tests of tests/test_timed_integrity.py (streams,
+#             in-flight outputs, the persisting L2, the cheats and honest kernels timed, graph mode, nvbench when
+#             cuda-bench is there), every planted cheat and honest submission run on shapes/verify.yml (each
+#             cheat must fail with its class: a table of kernel, status and reason), verify of every kernel and
+#             format, and the benchmark and decode groups timed and compared with baselines/ (timings must not
+#             move); logs in $OUT/integrity_*
 # Optional wheels (cuda-bench for --timer nvbench) are installed from .whl/ when present.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -153,6 +159,34 @@ new)
     fp4 run --shapes shapes/task.yml --group benchmarks --format mxfp8 --budget 0.2 -q --isolation none \
         --kernels 'sm90-mxfp8*,torch-scaled-fp8,cublas-dense' --json "$OUT/bench_mxfp8.json" >> "$OUT/log.txt" 2>&1
     echo "bench mxfp8 rc=$?" | tee -a "$OUT/log.txt"
+    ;;
+integrity)
+    python3 -m pytest -q -rs -p no:cacheprovider -m gpu tests/test_timed_integrity.py \
+        > "$OUT/integrity_gpu_tests.txt" 2>&1; echo "integrity GPU tests rc=$? ($(tail -1 "$OUT/integrity_gpu_tests.txt"))"
+    P=tests/fixtures/kernels
+    CHEATS=(address_cache timed_shape_cache call_count warmup_detect nan_reference copies_reference reference_import
+            reference_at_call dense_mm chunked_mm scaled_mm private_stream side_stream_work l2_persist prepare_hook)
+    HONEST=(correct fresh_output nondeterministic)
+    list=$(printf "$P/%s.py," "${CHEATS[@]}" "${HONEST[@]}")
+    fp4 run --device cuda --shapes shapes/verify.yml --format nvfp4 --kernels "${list%,},cublas-dense,torch-ref" \
+        --budget 0.2 -q --json "$OUT/integrity_cheats.json" > "$OUT/integrity_cheats.txt" 2>&1
+    echo "cheats and honest submissions on verify.yml rc=$? (1 expected: every cheat fails)"
+    # One line per case (kernel, shape, status, the class: the reason's first word, a seed prefix left off).
+    python3 -c "import json, re, sys
+for c in json.load(open(sys.argv[1]))['cases']:
+    s, why = c['shape'], re.sub(r'^seed [0-9]+: ', '', c['reason'] or '-')
+    shape = f\"{s['m']}x{s['n']}x{s['k']}x{s['l']}\"
+    print(f\"{c['kernel']:18} {shape:14} {c['status']:5} {why.split(':')[0]:22} {why[:36]}\")
+" "$OUT/integrity_cheats.json" | sort -k1,1 -s > "$OUT/integrity_classes.txt"
+    awk '{print $1, $3, $4}' "$OUT/integrity_classes.txt" | sort | uniq -c
+    fp4 verify --device cuda --format all --seeds 1 -q > "$OUT/integrity_verify.txt" 2>&1
+    echo "verify every kernel rc=$? ($(tail -1 "$OUT/integrity_verify.txt"))"
+    began=$(date +%s)
+    fp4 run "${BENCH[@]}" --json "$OUT/integrity_bench.json" > "$OUT/integrity_bench.txt" 2>&1
+    echo "bench rc=$? in $(( $(date +%s) - began )) s"
+    fp4 compare baselines/ "$OUT/integrity_bench.json" > "$OUT/integrity_compare.md" 2>&1
+    echo "compare with the stored baselines rc=$? ($(tail -1 "$OUT/integrity_compare.md"))"
+    grep -E "geomean" "$OUT/integrity_bench.txt" | head -40
     ;;
 *)
     echo "unknown stage $1" >&2; exit 2 ;;
