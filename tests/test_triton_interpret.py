@@ -83,3 +83,15 @@ def test_cpu_without_interpreter_is_skipped_with_a_reason():
     assert reason and "TRITON_INTERPRET=1" in reason
     assert "sm_90" in str(get_kernel("sm90-nvfp4").archs)
     assert get_kernel("sm90-nvfp4").unavailable_reason(CPU)
+
+
+def test_run_times_triton_fp4_through_the_timed_checks_on_cpu(tmp_path):
+    # The timed calls' input sets are refilled and replaced between batches and sampled outputs checked
+    # (fp4bench.audit): the kernel's own caches (workspaces, launch configurations) must keep it right.
+    shapes = tmp_path / "tiny.yml"
+    shapes.write_text("- {m: 16, n: 32, k: 128}\n- {m: 20, n: 40, k: 64, l: 2}\n")
+    proc = run_interpreted(["-m", "fp4bench", "run", "--kernels", "triton-fp4", "--format", "nvfp4,w4a16-mxfp4",
+                            "--device", "cpu", "--shapes", str(shapes), "--budget", "0.05", "--min-samples", "2",
+                            "--isolation", "none", "-q"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 passed, 0 failed, 0 errors, 0 skipped" in proc.stdout
