@@ -45,13 +45,13 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import torch
 
 from .checking import CheckResult, check_output
-from .integrity import INT_VIEW, OUTPUT_IN_FLIGHT, Finding, Seal, copy_of, in_flight_finding
+from .integrity import ALIGN_BYTES, INT_VIEW, Finding, Seal, copy_of, in_flight_finding
 from .problem import DUAL_GEMM, GEMM, GEMV, GROUP_GEMM, Problem
 from .reference import Expected
 from .timing import SAMPLES_PER_BATCH, Measurement, Rotation
@@ -76,6 +76,8 @@ ESCAPE_FACTOR = 2.0
 ESCAPE_SLACK_S = 1e-3
 # At most this share of the free GPU memory goes to the slots (each an input set and its prepared product).
 SLOT_MEMORY_SHARE = 0.5
+# A slot's tensor starts at one of this many 256-byte offsets of its allocation, at random.
+PLACEMENTS = 64
 
 
 class AuditFailure(Exception):
@@ -137,16 +139,31 @@ def copy_bits(dst: torch.Tensor, src: torch.Tensor) -> None:
     _bits(dst).copy_(_bits(src))
 
 
-def clone_tree(x):
-    """A deep copy of an input structure: every tensor in new memory with the same sizes, strides and device."""
+def _placed_like(x: torch.Tensor, chooser: random.Random) -> torch.Tensor:
+    """An uninitialised tensor of x's sizes, strides, dtype and device that starts at a random 256-byte offset
+    of its own allocation: its address is almost surely one no earlier tensor had, even where the allocator
+    hands back a block it just freed (the pointer-keyed checks rely on fresh buffers being new)."""
+    size = x.element_size()
+    span = size * (1 + sum((n - 1) * st for n, st in zip(x.shape, x.stride()))) if x.numel() else size
+    raw = torch.empty(span + ALIGN_BYTES * PLACEMENTS, dtype=torch.uint8, device=x.device)
+    start = (-raw.data_ptr()) % ALIGN_BYTES + ALIGN_BYTES * chooser.randrange(PLACEMENTS)
+    return raw[start:start + span].view(x.dtype).as_strided(x.shape, x.stride())
+
+
+def clone_tree(x, chooser: random.Random | None = None):
+    """A deep copy of an input structure: every tensor in new memory with the same sizes, strides and device
+    (with `chooser`, at a random aligned offset: `_placed_like`)."""
     if isinstance(x, torch.Tensor):
-        t = torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, device=x.device)
+        if chooser is None:
+            t = torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, device=x.device)
+        else:
+            t = _placed_like(x, chooser)
         copy_bits(t, x)
         return t
     if isinstance(x, tuple):
-        return tuple(clone_tree(v) for v in x)
+        return tuple(clone_tree(v, chooser) for v in x)
     if isinstance(x, list):
-        return [clone_tree(v) for v in x]
+        return [clone_tree(v, chooser) for v in x]
     return x
 
 
@@ -279,9 +296,9 @@ class L2Policy:
         if window.num_bytes:
             self.found.append(f"set an access-policy window of {window.num_bytes} bytes (hit ratio "
                               f"{window.hitRatio:g}) on the caller's stream")
-            window.base_ptr, window.num_bytes, window.hitRatio = 0, 0, 0.0
-            window.hitProp = window.missProp = rt.cudaAccessProperty.cudaAccessPropertyNormal
-            self._check(rt.cudaStreamSetAttribute(stream, self._window_attr, value), "cudaStreamSetAttribute")
+            # A zeroed value is the default: no window, normal hits and misses.
+            self._check(rt.cudaStreamSetAttribute(stream, self._window_attr, rt.cudaStreamAttrValue()),
+                        "cudaStreamSetAttribute")
 
     def reset_lines(self) -> None:
         self._check(self.rt.cudaCtxResetPersistingL2Cache(), "cudaCtxResetPersistingL2Cache")
@@ -291,11 +308,6 @@ class L2Policy:
             return None
         return Finding(L2_PERSISTING, f"the kernel {self.found[0]} (the harness resets it before every timed "
                                       f"sample)")
-
-
-def l2_policy_for(device: torch.device) -> L2Policy | None:
-    """The L2 policy guard of a GPU; None on the CPU (nothing to guard)."""
-    return L2Policy(device) if device.type == "cuda" else None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -385,7 +397,7 @@ class TimedAudit(Rotation):
     def _new_slot(self) -> _Slot:
         self._uids += 1
         variant = self.contents.draw()
-        slot = _Slot(self._uids, clone_tree(self.base.data), variant)
+        slot = _Slot(self._uids, clone_tree(self.base.data, self.chooser), variant)
         self.contents.write(variant, slot.data)
         slot.product = self.prepare(slot.data)
         self._remember(slot)
@@ -544,9 +556,11 @@ class TimedAudit(Rotation):
         """Whether the output is bit for bit the c the call found (nothing written)."""
         parts = check.copy if isinstance(check.copy, list) else [check.copy]
         before = self.contents.prefill(check.variant)
-        return len(parts) == len(before) and all(
-            isinstance(p, torch.Tensor) and p.shape == b.shape and p.dtype == b.dtype and torch.equal(_bits(p), _bits(b))
-            for p, b in zip(parts, before))
+        def same(p, b) -> bool:
+            return (isinstance(p, torch.Tensor) and p.shape == b.shape and p.dtype == b.dtype
+                    and torch.equal(_bits(p), _bits(b)))
+
+        return len(parts) == len(before) and all(same(p, b) for p, b in zip(parts, before))
 
     def _diagnose(self, checks: list[_Check]) -> None:
         failed = [c for c in checks if c.failed]

@@ -208,7 +208,7 @@ def check_case(kernel: Kernel, shape: Shape, fmt: GemmFormat, target: Target, se
         problem = first if seed == probe_seeds[0] else generate(shape.with_seed(seed), fmt, target.torch_device, kind)
         call, trace = traced(fn, kernel.folder) if strict and kept is None else (fn, None)
         try:
-            run = checked_call(call, problem, target, lambda: expected_for(kernel, problem), held)
+            run = checked_call(call, problem, target, lambda p=problem: expected_for(kernel, p), held)
         except Exception as e:
             used = _used_findings(trace, l2, kind_spec(kind).flops(shape))
             if used:   # what it called decides, not how that failed

@@ -442,7 +442,6 @@ def measure(fn: Callable[[tuple], object], inputs: Sequence[tuple] | Rotation, *
         samples.extend(t / per_sample_calls for t in batch_samples[:rule.max_samples - len(samples)])
         if batch_samples:
             stop = rule.verdict(samples, time.perf_counter() - start)
-    del flush
     measurement = Measurement(stats=Stats.from_samples(samples), samples=samples, mode=mode, clock=timer.clock,
                               cold_l2=cold_l2, input_sets=len(rotation.inputs), calls_per_sample=per_sample_calls,
                               stop_reason=stop, warmup_calls=warmup, seconds=time.perf_counter() - began,

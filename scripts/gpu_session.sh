@@ -27,9 +27,10 @@
 #   integrity (~6 min) the timed-call checks on the GPU: the GPU tests of tests/test_timed_integrity.py (streams,
 #             in-flight outputs, the persisting L2, the cheats and honest kernels timed, graph mode, nvbench when
 #             cuda-bench is there), every planted cheat and honest submission run on shapes/verify.yml (each
-#             cheat must fail with its class: a table of kernel, status and reason), verify of every kernel and
-#             format, and the benchmark and decode groups timed and compared with baselines/ (timings must not
-#             move); logs in $OUT/integrity_*
+#             cheat must fail with its class: $OUT/integrity_classes.txt, one line per case, counted on stdout)
+#             and verify of every kernel and format; logs in $OUT/integrity_*
+#   integrity-bench (~6 min) honest timings under the checks: the benchmark and decode groups, mxfp8 and the
+#             three problems' benchmark cases timed and compared with baselines/ (timings must not move)
 # Optional wheels (cuda-bench for --timer nvbench) are installed from .whl/ when present.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -181,12 +182,26 @@ for c in json.load(open(sys.argv[1]))['cases']:
     awk '{print $1, $3, $4}' "$OUT/integrity_classes.txt" | sort | uniq -c
     fp4 verify --device cuda --format all --seeds 1 -q > "$OUT/integrity_verify.txt" 2>&1
     echo "verify every kernel rc=$? ($(tail -1 "$OUT/integrity_verify.txt"))"
+    ;;
+integrity-bench)
     began=$(date +%s)
     fp4 run "${BENCH[@]}" --json "$OUT/integrity_bench.json" > "$OUT/integrity_bench.txt" 2>&1
     echo "bench rc=$? in $(( $(date +%s) - began )) s"
     fp4 compare baselines/ "$OUT/integrity_bench.json" > "$OUT/integrity_compare.md" 2>&1
     echo "compare with the stored baselines rc=$? ($(tail -1 "$OUT/integrity_compare.md"))"
     grep -E "geomean" "$OUT/integrity_bench.txt" | head -40
+    fp4 run --shapes shapes/task.yml --group benchmarks --format mxfp8 --budget 0.5 -q \
+        --kernels 'sm90-mxfp8*,torch-scaled-fp8,cublas-dense' --json "$OUT/integrity_mxfp8.json" \
+        > "$OUT/integrity_mxfp8.txt" 2>&1; echo "bench mxfp8 rc=$?"
+    fp4 compare baselines/nvidia-h200-mxfp8.json "$OUT/integrity_mxfp8.json" > "$OUT/integrity_compare_mxfp8.md" 2>&1
+    echo "compare mxfp8 rc=$? ($(tail -1 "$OUT/integrity_compare_mxfp8.md"))"
+    for p in gemv dual_gemm group_gemm; do
+        fp4 run --problem "nvfp4_$p" --group benchmarks --device cuda --kernels 'sm90-*,cublas-dense,torch-dequant-mm' \
+            --budget 0.3 -q --json "$OUT/integrity_bench_$p.json" > "$OUT/integrity_bench_$p.txt" 2>&1
+        echo "bench $p rc=$?"
+        fp4 compare baselines/ "$OUT/integrity_bench_$p.json" > "$OUT/integrity_compare_$p.md" 2>&1
+        echo "compare $p rc=$? ($(tail -1 "$OUT/integrity_compare_$p.md"))"
+    done
     ;;
 *)
     echo "unknown stage $1" >&2; exit 2 ;;

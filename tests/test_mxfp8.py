@@ -101,14 +101,14 @@ def test_tensorwise_baseline_needs_its_bound_and_the_bound_still_catches_a_wrong
     passes, and a planted bug (one block of B dropped) fails even with the bound."""
     k = get_kernel("torch-scaled-fp8")
     p = generate(Shape(128, 256, 256, 2, seed=1111), FMT)
-    out = k.prepare(p)(poison_output(p).data).clone()
+    out = k.prepared(p)(poison_output(p).data).clone()
     exact = expected_for(None, p)
     declared = expected_for(k, p)
     assert not check_output(out, exact.values, FMT.out_dtype, allowance=exact.allowance).passed
     assert check_output(out, declared.values, FMT.out_dtype, allowance=declared.allowance).passed
     b = p.b.clone()
     b[:, 64:96, 1] = 0
-    broken = k.prepare(p)(poison_output(p).data[:1] + (b,) + p.data[2:6] + (p.c.clone(),))
+    broken = k.prepared(p)(poison_output(p).data[:1] + (b,) + p.data[2:6] + (p.c.clone(),))
     assert not check_output(broken, declared.values, FMT.out_dtype, allowance=declared.allowance).passed
 
 
