@@ -20,6 +20,9 @@
 #             sm90-mxfp8 and torch-scaled-fp8 on the task shapes, the fp8 accumulation measurement
 #             (scripts/mxfp8_accumulation.py), the three M = 128 benchmark shapes timed (mxfp8.json: the
 #             file to store in baselines/); its GPU tests: pytest -m gpu tests/test_sm90_kernels.py -k mxfp8
+#   wgmma     the sm90 CUDA kernels (kernels/sm90/): build, every tile configuration checked on edge shapes
+#             (scripts/check_sm90_wgmma.py), verify on the verify and task shapes, tuning, the benchmark and
+#             decode groups timed against the Triton kernels and cublas-dense, an ncu profile of two cases
 #   problems  the competition's GEMV, dual GEMM and grouped GEMM: the honest submission, the sm90 kernel, the
 #             reference and the baselines verified on each problem's test cases, the sm90 kernel and the baselines
 #             timed on its benchmark cases
@@ -111,6 +114,31 @@ mxfp8)
         > "$OUT/bench_mxfp8.txt" 2>&1; echo "bench mxfp8 rc=$?"
     grep -E "FAIL|passed" "$OUT/verify_mxfp8.txt" "$OUT/verify_mxfp8_task.txt"
     cat "$OUT/accumulation.txt"; cat "$OUT/bench_mxfp8.txt"
+    ;;
+wgmma)
+    export FP4BENCH_BUILD_JOBS=16
+    W='sm90-w4a16,sm90-nvfp4,sm90-mxfp4'
+    fp4 build --arch sm_90a --kernels sm90-fp4w > "$OUT/log.txt" 2>&1 || { echo "build failed"; tail -30 "$OUT/log.txt"; }
+    timeout 200 python3 scripts/check_sm90_wgmma.py --quick > "$OUT/correct.txt" 2>&1
+    echo "check rc=$? $(tail -1 "$OUT/correct.txt")"
+    for shapes in shapes/verify.yml shapes/task.yml; do
+        fp4 verify --device cuda --shapes "$shapes" --kernel "$W" --format nvfp4,nvfp4-bf16,mxfp4,w4a16-nvfp4,w4a16-mxfp4 \
+            --seeds 2 --case-timeout 60 -q
+    done >> "$OUT/correct.txt" 2>&1; echo "verify rc=$? ($(grep -c FAIL "$OUT/correct.txt") FAIL lines)"
+    fp4 tune --shapes shapes/task.yml --group benchmarks --group decode --kernels "$W" --format "$FORMATS" \
+        --budget 0.1 -q --json "$OUT/tune.json" >> "$OUT/log.txt" 2>&1; echo "tune rc=$?"
+    cp fp4bench/tuned/"$(python3 -c 'import torch; from fp4bench.arch import gpu_slug; print(gpu_slug(torch.cuda.get_device_name()))')".json "$OUT/" 2>/dev/null
+    fp4 run --shapes shapes/task.yml --group benchmarks --group decode --format "$FORMATS" \
+        --kernels "$W,sm90-w4a16-triton,cublas-dense" --budget 0.3 -q --json "$OUT/bench.json" \
+        > "$OUT/bench.txt" 2>&1; echo "bench rc=$?"
+    for case in "sm90-w4a16 w4a16-nvfp4 128 7168 16384" "sm90-w4a16 w4a16-nvfp4 16 7168 16384" \
+                "sm90-nvfp4 nvfp4 128 4096 7168"; do
+        echo "=== $case"
+        ncu --clock-control none -k regex:fp4w_gemm --launch-skip 2 -c 1 --section SpeedOfLight \
+            --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+            python3 scripts/profile_sm90.py $case
+    done > "$OUT/ncu.txt" 2>&1; echo "ncu rc=$?"
+    grep -E "geomean" "$OUT/bench.txt" | head -30
     ;;
 problems)
     for p in gemv dual_gemm group_gemm; do

@@ -34,10 +34,13 @@ SESSION_ENV = "FP4BENCH_TEST_SESSION_CACHE"  # set by the outermost session; nes
 
 
 def cutlass_specs() -> dict:
-    """Every CUTLASS build the tests use: the kernels' own specs (what `fp4bench build` builds) and the probe."""
+    """Every compiled kernel library the tests use: the kernels' own specs (what `fp4bench build` builds: the
+    CUTLASS variants and the sm90 CUDA library) and the CUTLASS layout probe."""
     from fp4bench.kernels import cutlass_blackwell as cb
+    from fp4bench.kernels import sm90_wgmma
 
-    return {s.name: s for s in [v.build_spec() for v in cb.VARIANTS] + [cb.LAYOUT_PROBE]}
+    specs = [v.build_spec() for v in cb.VARIANTS] + [cb.LAYOUT_PROBE, sm90_wgmma.LIBRARY]
+    return {s.name: s for s in specs}
 
 
 @dataclass

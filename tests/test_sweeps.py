@@ -125,7 +125,7 @@ def test_triton_kernels_choose_a_recorded_configuration(tmp_path, monkeypatch):
     from fp4bench.kernels.fp4_triton.launch import GPU_CANDIDATES
     from fp4bench.problem import generate
 
-    kernel = get_kernel("sm90-nvfp4")
+    kernel = get_kernel("sm90-nvfp4-triton")
     problem = generate(Shape(128, 256, 512), gemm_format("nvfp4"))
     # Off a GPU: the CPU configuration, recorded with where it came from.
     cfg = kernel.launch_config(problem)
@@ -138,7 +138,7 @@ def test_triton_kernels_choose_a_recorded_configuration(tmp_path, monkeypatch):
     chosen, source = kernel.chosen_config(problem)
     assert source == "heuristic" and chosen == kernel.candidates(problem)[0].to_dict()
     stored = {**GPU_CANDIDATES[3].to_dict(), "split_k": 4}
-    config_table.store_entry("NVIDIA H200", "sm90-nvfp4", "nvfp4", problem.shape, {"config": stored})
+    config_table.store_entry("NVIDIA H200", "sm90-nvfp4-triton", "nvfp4", problem.shape, {"config": stored})
     chosen, source = kernel.chosen_config(problem)
     assert source == "tuned" and chosen == stored
     assert kernel.launch_config(problem)["source"] == "tuned"

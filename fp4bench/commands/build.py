@@ -30,7 +30,9 @@ NAME_COLS = 20
 
 
 def buildable_specs() -> list[BuildSpec]:
-    return [k.build_spec() for k in all_kernels().values() if callable(getattr(k, "build_spec", None))]
+    # Kernels may share one library (the sm90 CUDA kernels do): each spec once.
+    specs = [k.build_spec() for k in all_kernels().values() if callable(getattr(k, "build_spec", None))]
+    return list(dict.fromkeys(specs))
 
 
 def parse_archs(value: str | None) -> set[str] | None:
