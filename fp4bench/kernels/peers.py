@@ -53,6 +53,7 @@ from types import MappingProxyType
 import torch
 
 from ..arch import ARCH_BY_CAPABILITY, Target
+from ..case import one_line
 from ..codecs import decode_scales
 from ..formats import GEMM_FORMATS, GemmFormat, OperandFormat
 from ..problem import Problem
@@ -266,6 +267,11 @@ class HummingGemm(Kernel):
                (("N", s.n, N_MULTIPLE), ("K", s.k, k_multiple)) if v % mult]
         if odd:
             return f"{' and '.join(odd)} (humming's weight tile)"
+        if problem.device.type == "cuda":
+            try:   # humming's heuristics assert what its tiles cannot cover (on sm_90 bf16: N an odd multiple of 64)
+                humming_plan(problem)
+            except AssertionError as e:
+                return f"humming's heuristics have no launch configuration for this shape ({one_line(e)})"
         return None
 
     def approximation_allowance(self, problem: Problem) -> torch.Tensor | None:
