@@ -5,8 +5,8 @@ Marlin; `pip install 'fp4bench[peers]'`), JIT-compiled through NVRTC at the firs
 Skipped with the reason where the package (that version) is missing, or where there is no GPU it runs on:
 bf16 activations from sm_80 on; the fp8-activation path on Hopper (sm_90) only, the GPU whose fp8 accumulation
 fp4bench models (`reference.fp8_mma_allowance`). GEMM problems, any M and L; N a multiple of 64 and K of 32
-(bf16 activations) or 64 (fp8), humming's weight tile; w4a8 also needs every batch's weight scales within 11
-binades (below).
+(bf16 activations) or 64 (fp8), humming's weight tile, and a shape its heuristics can tile (on sm_90 with bf16
+activations N a multiple of 128); w4a8 also needs every batch's weight scales within 11 binades (below).
 
 How humming is called (its own API, humming.transform / humming.tune / humming.forward):
 - Plan, once per case: humming's layer configuration for (N, K, format) (`prepare_layer_config`) and its own
