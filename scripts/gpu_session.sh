@@ -23,6 +23,9 @@
 #   wgmma     the sm90 CUDA kernels (kernels/sm90/): build, every tile configuration checked on edge shapes
 #             (scripts/check_sm90_wgmma.py), verify on the verify and task shapes, tuning, the benchmark and
 #             decode groups timed against the Triton kernels and cublas-dense, an ncu profile of two cases
+#   peers     (needs the humming-kernels wheel in .whl/) the humming baselines' GPU tests (tests/test_peers.py),
+#             then humming beside cublas-dense and sm90-w4a16 on 128x7168x16384 and 16x7168x16384 in the W4A16
+#             formats and w4a8, eager and --graph (peers_eager.json, peers_graph.json)
 #   problems  the competition's GEMV, dual GEMM and grouped GEMM: the honest submission, the sm90 kernel, the
 #             reference and the baselines verified on each problem's test cases, the sm90 kernel and the baselines
 #             timed on its benchmark cases
@@ -181,6 +184,17 @@ new)
     fp4 run --shapes shapes/task.yml --group benchmarks --format mxfp8 --budget 0.2 -q --isolation none \
         --kernels 'sm90-mxfp8*,torch-scaled-fp8,cublas-dense' --json "$OUT/bench_mxfp8.json" >> "$OUT/log.txt" 2>&1
     echo "bench mxfp8 rc=$?" | tee -a "$OUT/log.txt"
+    ;;
+peers)
+    python3 -m pytest -q -rs -s -p no:cacheprovider -m gpu tests/test_peers.py > "$OUT/pytest_peers.txt" 2>&1
+    echo "pytest peers rc=$?"
+    printf 'peers:\n  - {m: 128, n: 7168, k: 16384}\n  - {m: 16, n: 7168, k: 16384}\n' > "$OUT/peers.yml"
+    for mode in eager graph; do
+        fp4 run --shapes "$OUT/peers.yml" --format w4a16-nvfp4,w4a16-mxfp4,w4a8 --budget 0.5 -q \
+            --kernels 'humming*,cublas-dense,sm90-w4a16' $([ $mode = graph ] && echo --graph) \
+            --json "$OUT/peers_$mode.json" > "$OUT/peers_$mode.txt" 2>&1; echo "run peers $mode rc=$?"
+    done
+    tail -3 "$OUT/pytest_peers.txt"; cat "$OUT/peers_eager.txt" "$OUT/peers_graph.txt"
     ;;
 *)
     echo "unknown stage $1" >&2; exit 2 ;;

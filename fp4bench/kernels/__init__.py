@@ -24,6 +24,7 @@ KERNEL_MODULES = (
     "fp4bench.kernels.baselines",
     "fp4bench.kernels.triton_dot_scaled",
     "fp4bench.kernels.cutlass_blackwell",
+    "fp4bench.kernels.peers",
 )
 
 
