@@ -203,11 +203,11 @@ def test_library_compiles_to_register_operand_wgmma_without_spills(library):
         for tile in sw.TILES:
             config = mainloop.config(tile)
             described = lib.describe(config)
-            assert (described["bn"], described["mt"], described["stages"], described["group"]) == (
-                tile.bn, tile.mt, tile.stages, tile.group)
+            assert (described["bn"], described["mt"], described["stages"], described["group"], described["depth"]) == (
+                tile.bn, tile.mt, tile.stages, tile.group, tile.depth)
             assert described["smem_bytes"] == tile.smem_bytes <= sw.SMEM_LIMIT
             assert described["bf16"] == (mainloop.mma == "bf16")
-            mangled = next(n for n in gemms if f"Li{tile.bn}ELi{tile.mt}ELi{tile.stages}ELi{tile.group}EE" in n
+            mangled = next(n for n in gemms if f"Li{tile.bn}ELi{tile.mt}ELi{tile.stages}ELi{tile.group}ELi{tile.depth}EE" in n
                            and ("13__nv_bfloat16" in n) == (mainloop.mma == "bf16")
                            and f"WeightsE{0 if mainloop.weights == 'nvfp4' else 1}" in n)
             body = gemms[mangled]

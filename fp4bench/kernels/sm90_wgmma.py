@@ -49,16 +49,18 @@ K_STEP = 64
 @dataclass(frozen=True)
 class Tile:
     """A CTA tile: `bn` activation rows (wgmma's N) x 128 * `mt` weight rows, `stages` deep, `group` 16-deep K
-    steps per wgmma commit group (the unit of decode/MMA overlap)."""
+    steps per wgmma commit group (the unit of decode/MMA overlap), `depth` groups left in flight while the next is
+    decoded (kernels/sm90/fp4w_gemm.cuh, struct Gemm)."""
 
     bn: int
     mt: int
     stages: int
     group: int
+    depth: int = 1
 
     @property
     def name(self) -> str:
-        return f"bn{self.bn}_mt{self.mt}_s{self.stages}_g{self.group}"
+        return f"bn{self.bn}_mt{self.mt}_s{self.stages}_g{self.group}" + (f"_d{self.depth}" if self.depth > 1 else "")
 
     @property
     def weight_rows(self) -> int:
@@ -85,7 +87,7 @@ class Mainloop:
                    ("FP4W_WEIGHTS", {"nvfp4": "kNvfp4", "mxfp4": "kMxfp4"}[self.weights]),
                    ("FP4W_TYPE", {"f16": "__half", "bf16": "__nv_bfloat16"}[self.mma]),
                    ("FP4W_BN", str(tile.bn)), ("FP4W_MT", str(tile.mt)), ("FP4W_STAGES", str(tile.stages)),
-                   ("FP4W_GROUP", str(tile.group)))
+                   ("FP4W_GROUP", str(tile.group)), ("FP4W_DEPTH", str(tile.depth)))
         return BuildUnit(self.config(tile), GEMM_UNIT_SOURCE, defines)
 
 
@@ -102,6 +104,7 @@ TILES = (
     Tile(128, 2, 8, 1),
     Tile(128, 1, 9, 2),
     Tile(128, 1, 9, 4),
+    Tile(128, 1, 9, 1, 3),
     Tile(256, 1, 5, 1),
 )
 MAINLOOPS = (Mainloop("nvfp4", "f16"), Mainloop("nvfp4", "bf16"), Mainloop("mxfp4", "bf16"))
@@ -190,9 +193,9 @@ class Fp4wLibrary:
         return self._lib.fp4w_status_string(code).decode()
 
     def describe(self, config: str) -> dict:
-        out = (ctypes.c_int32 * 7)()
+        out = (ctypes.c_int32 * 8)()
         self.entry(config, "describe", None, [ctypes.POINTER(ctypes.c_int32)])(out)
-        return dict(zip(("weights", "bf16", "bn", "mt", "stages", "smem_bytes", "group"), out))
+        return dict(zip(("weights", "bf16", "bn", "mt", "stages", "smem_bytes", "group", "depth"), out))
 
     def runner(self, config: str):
         return self.entry(config, "run", ctypes.c_int, [ctypes.POINTER(GemmArgsStruct), ctypes.c_void_p])

@@ -336,9 +336,10 @@ struct BlockScale<Weights::kMxfp4, __nv_bfloat16> {
 // ------------------------------------------------------------------------------------------- kernel
 
 // GROUP: 16-deep K steps per wgmma commit group (1, 2 or 4). A group's fragments are decoded before its wgmmas
-// are issued and stay untouched until the group completes, so fragments are double-buffered by group: the next
-// group is decoded while this one runs. Larger groups hide more wgmma latency and cost more registers.
-template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP>
+// are issued and stay untouched until the group completes. DEPTH: groups a warpgroup may leave in flight while
+// it decodes the next (1, or 3 with one step per group): fragments have DEPTH + 1 buffers. Larger groups and
+// more depth hide more wgmma latency and cost more registers.
+template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH>
 struct Gemm {
   static constexpr int kRows = 2 * 64 * MT;                  // weight rows of a CTA tile (2 consumer warpgroups)
   static constexpr int kGroups = (kRows + kChunkRows - 1) / kChunkRows;
@@ -354,6 +355,8 @@ struct Gemm {
   static_assert(kXBytes % 1024 == 0, "activation tiles must keep the 1024-byte swizzle alignment");
   static_assert(BN % 8 == 0 && BN <= 256, "wgmma N");
   static_assert(GROUP == 1 || GROUP == 2 || GROUP == 4, "K steps per commit group");
+  static_assert(DEPTH == 1 || (DEPTH == 3 && GROUP == 1), "groups in flight: 1, or 3 with one step per group");
+  static constexpr int kBuffers = DEPTH + 1;
   static_assert(kSmemBytes <= 227 * 1024, "shared memory");
   using Scale = BlockScale<WF, T>;
   using Mma = WgmmaRS<T, BN>;
@@ -406,11 +409,11 @@ struct Ring {
 };
 
 // One consumer warpgroup: its accumulators, fragment buffers and the K-step loop.
-template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP>
+template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH>
 struct Consumer {
-  using G = Gemm<WF, T, BN, MT, STAGES, GROUP>;
+  using G = Gemm<WF, T, BN, MT, STAGES, GROUP, DEPTH>;
   float acc[MT][G::kAcc];
-  uint32_t frag[2][GROUP][MT][4];
+  uint32_t frag[G::kBuffers][GROUP][MT][4];
   int row_base;       // weight row r0 of this thread in m64 tile 0 (r1 = r0 + 8)
   uint32_t sel;       // prmt selector of byte q
   int pending = -1;   // a stage whose last wgmma group may still be reading it
@@ -479,7 +482,8 @@ struct Consumer {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       constexpr int kGroupsPerStep = 4 / GROUP;
-      const int buf = kGroupsPerStep == 1 ? B : (j / GROUP) % 2;
+      // Four buffers: one per step of a K step. Two: alternating by group, or by K step when a group spans it.
+      const int buf = G::kBuffers == 4 ? j : (kGroupsPerStep == 1 ? B : (j / GROUP) % 2);
       const int slot = j % GROUP;
       const int block = G::kBlock == 16 ? j : j / 2;
 #pragma unroll
@@ -509,21 +513,23 @@ struct Consumer {
           for (int mt = 0; mt < MT; ++mt) G::Mma::mma(acc[mt], frag[buf][g][mt], desc, 1u);
         }
         wgmma_commit();
-        wgmma_wait<1>();   // the previous group is done: its fragments and, at a step's start, its stage are free
+        // The group DEPTH back is done: its fragments are free, and once that is the previous K step's last
+        // group (at step DEPTH - 1 of this one), so is the previous stage.
+        wgmma_wait<DEPTH>();
         fence_acc();
-        if (j == GROUP - 1) release(empty);
+        if (j == (DEPTH == 1 ? GROUP - 1 : DEPTH - 1)) release(empty);
       }
     }
     pending = stage;
   }
 };
 
-template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP>
+template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH>
 __global__ void __launch_bounds__(kThreads, 1)
     fp4w_gemm_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap w_map,
                      const Fp4wGemmArgs args) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using G = Gemm<WF, T, BN, MT, STAGES, GROUP>;
+  using G = Gemm<WF, T, BN, MT, STAGES, GROUP, DEPTH>;
   extern __shared__ uint8_t smem_raw[];
   // Offsetting the __shared__ array itself (not a cast integer) keeps every access below in shared space.
   uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -610,7 +616,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int cw = warpgroup - 1;                  // which half of the tile's weight rows
   const int tid = threadIdx.x % 128;
   const int warp = tid / 32;
-  Consumer<WF, T, BN, MT, STAGES, GROUP> c;
+  Consumer<WF, T, BN, MT, STAGES, GROUP, DEPTH> c;
   c.lane = tid % 32;
   const int g = c.lane / 4, q = c.lane % 4;
   c.sel = 0x4440u | static_cast<uint32_t>(q);    // byte q of a word, zero-extended
@@ -804,9 +810,9 @@ enum Status : int {
   kLaunchFailed = 4,
 };
 
-template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP>
+template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH>
 struct Launcher {
-  using G = Gemm<WF, T, BN, MT, STAGES, GROUP>;
+  using G = Gemm<WF, T, BN, MT, STAGES, GROUP, DEPTH>;
 
   static int check(const Fp4wGemmArgs& a) {
     if (a.m <= 0 || a.n <= 0 || a.k <= 0 || a.l <= 0 || a.k % 32 != 0 || a.grid <= 0) return kBadShape;
@@ -834,7 +840,7 @@ struct Launcher {
     if (int s = make_map(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.w, a.k / 2, a.n, a.l, a.w_row, a.w_batch,
                          kWRowBytes, G::kRows, CU_TENSOR_MAP_SWIZZLE_NONE))
       return s;
-    auto kernel = fp4w_gemm_kernel<WF, T, BN, MT, STAGES, GROUP>;
+    auto kernel = fp4w_gemm_kernel<WF, T, BN, MT, STAGES, GROUP, DEPTH>;
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes) != cudaSuccess)
       return kLaunchFailed;
     const int64_t iterations = tiles(a) * ((a.k + kBK - 1) / kBK);
