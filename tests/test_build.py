@@ -143,6 +143,16 @@ def test_cli_rejects_bad_input():
     assert res.exit_code == 2 and "no buildable kernel" in res.output
 
 
+def test_a_held_build_lock_is_refused_without_waiting_and_free_after(tmp_path):
+    path = tmp_path / "locks" / "entry.lock"
+    with B._locked(path) as held:
+        assert held is True
+        with B._locked(path, wait=False) as again:
+            assert again is False                 # another holder: no wait, nothing held
+    with B._locked(path, wait=False) as free:
+        assert free is True
+
+
 def test_cache_command_on_empty_cache(cache):
     res = CliRunner().invoke(main, ["cache"])
     assert res.exit_code == 0 and str(cache) in res.output and "empty" in res.output
