@@ -142,10 +142,10 @@ def _build_in_background(names: list[str]) -> int:
     except (AttributeError, OSError):   # not Linux: the nice value alone
         pass
     from fp4bench.build import build_many
-    from fp4bench.commands.build import BuildProgress
+    from fp4bench.commands.build import BuildLog
 
     specs = cutlass_specs()
-    progress = BuildProgress(len(names), stream=sys.stdout, live=False)
+    progress = BuildLog(len(names), stream=sys.stdout, live=False)
     try:
         _, failures = build_many([specs[n] for n in names], progress=progress)
     finally:
@@ -154,7 +154,7 @@ def _build_in_background(names: list[str]) -> int:
 
 
 class _TerminalLines:
-    """A stream for `BuildProgress` that writes whole lines to pytest's terminal, past output capture."""
+    """A stream for `BuildLog` that writes whole lines to pytest's terminal, past output capture."""
 
     def __init__(self, config, prefix: str):
         self.reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -178,7 +178,7 @@ class _TerminalLines:
 def cutlass_builds(request) -> dict[str, Path]:
     """name -> product path for every CUTLASS build the selected tests need, compiled once a session."""
     from fp4bench.build import build_many
-    from fp4bench.commands.build import BuildProgress
+    from fp4bench.commands.build import BuildLog
 
     state = request.config.stash[_STATE]
     specs = cutlass_specs()
@@ -200,7 +200,7 @@ def cutlass_builds(request) -> dict[str, Path]:
             time.sleep(1.0)
         state.finished = time.monotonic()
     # Everything is a cache hit now; if the background build failed, this repeats it and reports the error.
-    progress = BuildProgress(len(names), stream=out, live=False) if state.proc is None else None
+    progress = BuildLog(len(names), stream=out, live=False) if state.proc is None else None
     built, failures = build_many([specs[n] for n in names], progress=progress)
     if progress is not None:
         progress.close()

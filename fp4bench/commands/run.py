@@ -367,7 +367,7 @@ def execute_run(settings: RunSettings) -> int:
                 progress.start(_progress_label(spec))
 
             def on_done(i, record):
-                progress.advance(f"{_progress_label(record)} {record.status}")
+                progress.advance(_progress_label(record), f"{record.status}")
                 if writer:
                     writer.add(record)
 
