@@ -108,7 +108,7 @@ def import_cuda_bench():
 
         # The package picks its extension (cu12/cu13) from cuda-bindings' version and loads it lazily;
         # load it now so that a missing driver or cuda-bindings shows here, as this one error.
-        bench._nvbench
+        bench._nvbench  # noqa: B018
     except (ImportError, OSError) as e:
         reason = " ".join(str(e).split())
         raise RuntimeError(f"the nvbench timer needs NVIDIA's cuda-bench package: {INSTALL_HINT} "

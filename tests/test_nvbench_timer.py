@@ -16,8 +16,13 @@ import pytest
 import torch
 
 from fp4bench import nvbench_timer, timing
-from fp4bench.nvbench_timer import (NvbenchSettings, measure_nvbench, read_samples_file, settings_for,
-                                    stdrel_stop_reason)
+from fp4bench.nvbench_timer import (
+    NvbenchSettings,
+    measure_nvbench,
+    read_samples_file,
+    settings_for,
+    stdrel_stop_reason,
+)
 from fp4bench.timing import StoppingRule
 
 CUDA0 = torch.device("cuda", 0)

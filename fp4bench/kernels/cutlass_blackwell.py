@@ -38,7 +38,7 @@ import torch
 from ..arch import Target, sm_count
 from ..build import HOST_TARGET, BuildSpec, BuildUnit, build, cached_product, toolchain_problem
 from ..formats import GEMM_FORMATS, OperandFormat
-from ..layouts import TILE_BYTES, ceil_div, competition_blocked_bytes, TILE_COLS, TILE_ROWS
+from ..layouts import TILE_BYTES, TILE_COLS, TILE_ROWS, ceil_div, competition_blocked_bytes
 from ..problem import GEMM, GROUP_GEMM, Problem, Shape
 from .base import Kernel, RunFn
 
