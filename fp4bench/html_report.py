@@ -61,9 +61,10 @@ def _table(headers, rows, numeric=(), row_classes=None, cell_classes=None) -> Ta
     head = [Cell(str(h), "num" if i in numeric else "") for i, h in enumerate(headers)]
     body = []
     for r, row in enumerate(rows):
-        cells = [Cell("" if v is None else str(v),
-                      " ".join(x for x in ("num" if i in numeric else "", (cell_classes or {}).get((r, i), "")) if x))
-                 for i, v in enumerate(row)]
+        cells = []
+        for i, v in enumerate(row):
+            classes = ("num" if i in numeric else "", (cell_classes or {}).get((r, i), ""))
+            cells.append(Cell("" if v is None else str(v), " ".join(x for x in classes if x)))
         body.append(Row(cells, (row_classes or {}).get(r) or ""))
     return Table(head, body)
 
@@ -72,7 +73,8 @@ def _table(headers, rows, numeric=(), row_classes=None, cell_classes=None) -> Ta
 # sections
 # ---------------------------------------------------------------------------------------------
 def environment_rows(doc: dict) -> list[tuple[str, str]]:
-    """(label, value) rows: the GPUs, driver, software, commit, command, clocks, ceilings and timing settings."""
+    """(label, value) rows: the GPUs, driver, software, commit, command, clocks, ceilings and timing
+    settings."""
     env = doc.get("environment") or {}
     settings = doc.get("settings") or {}
     sw = env.get("software") or {}
@@ -83,14 +85,17 @@ def environment_rows(doc: dict) -> list[tuple[str, str]]:
                  f"{g['total_memory_bytes'] / 2**30:.0f} GiB" if g.get("total_memory_bytes") else None,
                  f"L2 {g['l2_bytes'] / 2**20:.0f} MiB" if g.get("l2_bytes") else None,
                  f"max SM clock {g['max_sm_clock_mhz']:.0f} MHz" if g.get("max_sm_clock_mhz") else None]
-        rows.append((f"GPU {g.get('index', '')}".strip(), f"{g.get('name', '?')} ({', '.join(f for f in facts if f)})"))
+        rows.append((f"GPU {g.get('index', '')}".strip(),
+                     f"{g.get('name', '?')} ({', '.join(f for f in facts if f)})"))
     if not gpus:
         rows.append(("GPU", "none (CPU run)"))
     drivers = sorted({str(g.get("driver_version")) for g in gpus if g.get("driver_version")})
     runtimes = sorted({str(g.get("cuda_runtime_version")) for g in gpus if g.get("cuda_runtime_version")})
     if drivers:
-        rows.append(("driver", ", ".join(drivers) + (f" (CUDA runtime {', '.join(runtimes)})" if runtimes else "")))
-    torch_text = sw.get("torch") and (sw["torch"] + (f" (CUDA {sw['torch_cuda']})" if sw.get("torch_cuda") else ""))
+        runtime = f" (CUDA runtime {', '.join(runtimes)})" if runtimes else ""
+        rows.append(("driver", ", ".join(drivers) + runtime))
+    torch_cuda = f" (CUDA {sw['torch_cuda']})" if sw.get("torch_cuda") else ""
+    torch_text = sw.get("torch") and sw["torch"] + torch_cuda
     for label, value in (("torch", torch_text), ("triton", sw.get("triton")), ("CUTLASS", sw.get("cutlass")),
                          ("cuda-python", sw.get("cuda_python")), ("python", sw.get("python"))):
         rows.append((label, value or "-"))
@@ -107,7 +112,8 @@ def environment_rows(doc: dict) -> list[tuple[str, str]]:
                 rows.append((f"clocks at {when}", f"GPU {lane}: " + ", ".join(facts)))
     for lane, c in sorted((settings.get("ceilings") or {}).items()):
         if isinstance(c, dict) and c.get("copy_bytes_per_s"):
-            rates = ", ".join(f"{k} {v / 1e12:.0f} TFLOP/s" for k, v in (c.get("matrix_flops_per_s") or {}).items())
+            rates = ", ".join(f"{k} {v / 1e12:.0f} TFLOP/s"
+                              for k, v in (c.get("matrix_flops_per_s") or {}).items())
             rows.append((f"ceilings (GPU {lane})", f"copy {c['copy_bytes_per_s'] / 1e12:.2f} TB/s, {rates}; "
                                                    f"measured {c.get('measured_at') or '?'}"))
     timing = settings.get("timing")
@@ -144,8 +150,8 @@ def _failures(cases: list[CaseRecord]) -> Table | None:
                      "; ".join(x for x in [c.reason or "", first, *c.findings] if x)])
     classes = {(r, 3): bad[r].status.value for r in range(len(bad))}
     classes.update({(r, 7): "wrap-text" for r in range(len(bad))})
-    return _table(["kernel", "format", "shape", "status", "mismatches", "max abs err", "max rel err", "detail"],
-                  rows, numeric=(4, 5, 6), cell_classes=classes)
+    headers = ["kernel", "format", "shape", "status", "mismatches", "max abs err", "max rel err", "detail"]
+    return _table(headers, rows, numeric=(4, 5, 6), cell_classes=classes)
 
 
 def _num(v) -> str:
@@ -274,8 +280,8 @@ def render_html(doc: dict, source: str, baseline: str | None, plots: bool = True
     gpus = sorted({g.get("name", "?") for g in env.get("gpus") or [] if isinstance(g, dict)}) or ["CPU"]
     counts = CaseCounts.of(cases).counts
     badges = []
-    for status, label in ((CaseStatus.PASS, "passed"), (CaseStatus.FAIL, "failed"), (CaseStatus.ERROR, "errors"),
-                          (CaseStatus.SKIP, "skipped")):
+    for status, label in ((CaseStatus.PASS, "passed"), (CaseStatus.FAIL, "failed"),
+                          (CaseStatus.ERROR, "errors"), (CaseStatus.SKIP, "skipped")):
         css = "bad" if status.failing and counts[status] else "ok" if status == CaseStatus.PASS else ""
         badges.append(Cell(f"{counts[status]} {label}", css))
     subtitle = [str(x) for x in (Path(source).name, ", ".join(gpus), env.get("created"),

@@ -53,8 +53,8 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self.live:
-            self._bar = click.progressbar(length=self.total, label=self.label, file=self.stream, show_pos=True,
-                                          width=BAR_COLS, item_show_func=lambda _: self._shown())
+            self._bar = click.progressbar(length=self.total, label=self.label, file=self.stream,
+                                          show_pos=True, width=BAR_COLS, item_show_func=lambda _: self._shown())
             self._bar.__enter__()
         return self
 
@@ -64,7 +64,7 @@ class Progress:
             self._bar = None
 
     def columns(self) -> int:
-        """The width every line keeps to: `WIDTH`, or the terminal's when the bar is live and it is narrower."""
+        """The width every line keeps to: `WIDTH`, or the terminal's when the bar is live and narrower."""
         if not self.live:
             return WIDTH
         return max(20, min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns))

@@ -6,6 +6,7 @@ the CUTLASS kernels themselves are built by test_cutlass_blackwell.py and test_c
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -433,7 +434,7 @@ def test_progress_on_a_terminal_names_what_compiles_on_the_bar(monkeypatch):
             return True
 
     monkeypatch.setenv("TERM", "xterm")
-    monkeypatch.setattr("shutil.get_terminal_size", lambda fallback=None: __import__("os").terminal_size((300, 40)))
+    monkeypatch.setattr("shutil.get_terminal_size", lambda fallback=None: os.terminal_size((300, 40)))
     a, b = B.BuildSpec("sm120-nvfp4", "sm_120a", ()), tiny_spec(1)
     c = B.BuildSpec("sm100-" + "w" * 120, "sm_100a", ())
     out = Terminal()

@@ -4,8 +4,9 @@ A kernel is buildable when it exposes `build_spec()` (a `fp4bench.build.BuildSpe
 ninja but no GPU: any machine can build for any target. All missing kernels compile in one ninja
 invocation (`--jobs` compilers over all their units). Progress is one line per kernel as it starts and as
 it finishes (name, target, cached / built / failed, seconds); on a terminal the kernels compiling now are
-named on the progress bar (`fp4bench.progress`, the display run and verify use) instead of start lines. Each failed build's compiler output is printed once, in
-full, under the kernel's name; the exit code is then 1.
+named on the progress bar (`fp4bench.progress`, the display run and verify use) instead of start lines.
+Each failed build's compiler output is printed once, in full, under the kernel's name; the exit code is
+then 1.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ class BuildLog:
             if event.kind == "start":
                 units = len(event.spec.units)
                 if not self.progress.live:
-                    self.progress.echo(self.line("start", event.spec, f"{units} unit{'s' if units != 1 else ''}"))
+                    plural = "s" if units != 1 else ""
+                    self.progress.echo(self.line("start", event.spec, f"{units} unit{plural}"))
                 self.progress.start(item)
                 return
             self.finished[event.kind] += 1
@@ -97,8 +99,9 @@ class BuildLog:
 
     def summary(self) -> str:
         f = self.finished
-        return (f"{self.total} kernel{'s' if self.total != 1 else ''}: {f['built']} built, {f['cached']} cached, "
-                f"{f['failed']} failed in {_seconds(self.clock() - self.begun)}")
+        kernels = f"{self.total} kernel{'s' if self.total != 1 else ''}"
+        return (f"{kernels}: {f['built']} built, {f['cached']} cached, {f['failed']} failed in "
+                f"{_seconds(self.clock() - self.begun)}")
 
     def close(self) -> None:
         with self._lock:
