@@ -7,6 +7,12 @@ test and removed at the end), never into the user's ~/.cache/fp4bench; FP4BENCH_
 one across runs instead. Cache keys do not depend on the cache's location, so what the tests build is
 what `fp4bench build` builds.
 
+Random seeds: every test starts with torch's and Python's generators seeded by its own seed (the fixture
+`random_seed`, autouse), derived from the session's base seed and the test's id alone, so a test draws the
+same data whatever ran before it. The base seed is fresh each session (data drawn fresh) unless
+FP4BENCH_TEST_SEED=N fixes it; it is in the session's header, and every failure reports the test's seed
+and the command that reruns it with the same data.
+
 `cutlass_build(*names)` marks a test that needs compiled CUTLASS products (the specs of `cutlass_specs()`
 by name). When such a test is selected and nvcc is there, one background process starts as soon as
 collection ends and compiles all of them in one ninja invocation ($FP4BENCH_BUILD_JOBS, default 2, jobs)
@@ -16,7 +22,9 @@ which waits for that build and prints each kernel as it finishes.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -31,6 +39,7 @@ import pytest
 CACHE_ENV = "FP4BENCH_CACHE_DIR"            # fp4bench.build.CACHE_ENV, also the device ceilings' cache
 KEEP_ENV = "FP4BENCH_TEST_CACHE_DIR"        # a build cache for the tests that outlives the session
 SESSION_ENV = "FP4BENCH_TEST_SESSION_CACHE"  # set by the outermost session; nested sessions reuse it
+SEED_ENV = "FP4BENCH_TEST_SEED"              # the session's base seed (default: a fresh one)
 
 
 def cutlass_specs() -> dict:
@@ -53,9 +62,46 @@ class _Session:
 
 
 _STATE = pytest.StashKey[_Session]()
+_BASE_SEED = pytest.StashKey[int]()
+_TEST_SEED = pytest.StashKey[int]()
+
+
+def seed_for(base: int, nodeid: str) -> int:
+    """A test's seed: its id and the session's base seed, nothing else (not the tests that ran before)."""
+    digest = hashlib.blake2b(f"{base}:{nodeid}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+@pytest.fixture(autouse=True)
+def random_seed(request) -> int:
+    """This test's seed; torch's and Python's generators are seeded with it before the test runs."""
+    import torch
+
+    seed = seed_for(request.config.stash[_BASE_SEED], request.node.nodeid)
+    request.node.stash[_TEST_SEED] = seed
+    torch.manual_seed(seed)
+    random.seed(seed)
+    return seed
+
+
+def pytest_report_header(config):
+    base = config.stash[_BASE_SEED]
+    return f"random seeds: {SEED_ENV}={base} (each test's seed derives from it and the test's id)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    seed = item.stash.get(_TEST_SEED, None)
+    if report.failed and seed is not None:
+        base = item.config.stash[_BASE_SEED]
+        report.sections.append(("random seed", f"this test ran with seed {seed}; the same data again:\n"
+                                               f"  {SEED_ENV}={base} python3 -m pytest '{item.nodeid}'"))
 
 
 def pytest_configure(config):
+    config.stash[_BASE_SEED] = int(os.environ.get(SEED_ENV) or int.from_bytes(os.urandom(4), "little"))
     saved = {k: os.environ.get(k) for k in (CACHE_ENV, SESSION_ENV)}
     keep, inherited = os.environ.get(KEEP_ENV), os.environ.get(SESSION_ENV)
     if keep:
