@@ -16,8 +16,7 @@ from click.testing import CliRunner
 from fp4bench.arch import CPU, Target, current_target
 from fp4bench.cli import main
 from fp4bench.formats import BF16, E2M1_MAGNITUDES, E8M0_BIAS, GEMM_FORMATS, MXFP4, MXFP8, NVFP4
-from fp4bench.kernels import all_kernels, get_kernel
-from fp4bench.kernels import peers
+from fp4bench.kernels import all_kernels, get_kernel, peers
 from fp4bench.pipeline import check_case
 from fp4bench.problem import Shape, assemble, generate
 from fp4bench.reference import dequantize_operands

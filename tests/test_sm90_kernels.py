@@ -78,7 +78,7 @@ def test_fp8_kernel_is_exact_for_extreme_scale_spreads_interpreted():
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(results) == len(cases)
-    for (spread, shape, nan_rows), r in zip(cases, results):
+    for (_spread, shape, nan_rows), r in zip(cases, results):
         if nan_rows:
             assert r["nan_rows_ok"], r
         assert r["passed"], r
@@ -99,8 +99,8 @@ GPU_SHAPES = [(1, 128, 256, 1), (77, 200, 96, 1), (130, 129, 32, 1), (200, 72, 1
 @pytest.mark.parametrize("name,fmt_name", SM90_CASES)
 def test_sm90_kernels_verify_on_edge_shapes(name, fmt_name, hopper_target):
     from fp4bench.formats import GEMM_FORMATS
-    from fp4bench.pipeline import check_case
     from fp4bench.kernels import get_kernel
+    from fp4bench.pipeline import check_case
     from fp4bench.problem import Shape
 
     target = hopper_target

@@ -18,8 +18,7 @@ import torch
 from fp4bench.build import HOST_TARGET, BuildSpec, BuildUnit, build, find_cuobjdump
 from fp4bench.codecs import decode_e2m1, decode_e8m0
 from fp4bench.formats import GEMM_FORMATS
-from fp4bench.kernels import get_kernel
-from fp4bench.kernels import sm90_wgmma as sw
+from fp4bench.kernels import get_kernel, sm90_wgmma as sw
 from fp4bench.problem import Shape, generate
 from fp4bench.resources import kernel_source_dir
 

@@ -4,7 +4,11 @@ checked nothing, and the tuned-configuration table."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -16,6 +20,7 @@ from fp4bench.errors import EXIT_NOTHING_CHECKED
 from fp4bench.problem import Shape
 from fp4bench.results import load_results
 
+ROOT = Path(__file__).resolve().parent.parent
 SHAPES = textwrap.dedent("""\
     shapes:
       - {m: 64, n: 96, k: 256}
@@ -116,6 +121,26 @@ def test_tuned_table_round_trip_and_lookup(tmp_path, monkeypatch):
     config_table._cached_table.cache_clear()
     with pytest.raises(config_table.ConfigTableError, match="unreadable"):
         config_table.tuned_config("NVIDIA H200", "sm90-nvfp4", "nvfp4", shape)
+
+
+def test_tuned_table_stores_from_several_processes_lose_nothing(tmp_path):
+    # Each process adds its own entries to one table (a read-modify-write under the table's lock).
+    script = ("import sys\n"
+              "from fp4bench import config_table\n"
+              "from fp4bench.problem import Shape\n"
+              "w = int(sys.argv[1])\n"
+              "for i in range(15):\n"
+              "    config_table.store_entry('NVIDIA H200', 'k', 'nvfp4', Shape(w + 1, 128, 256 * (i + 1)),\n"
+              "                             {'config': {'worker': w, 'i': i}})\n")
+    env = {**os.environ, "FP4BENCH_TUNED_DIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(w)], env=env) for w in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    from fp4bench import config_table
+
+    table = config_table.read_table(tmp_path / "nvidia-h200.json", "NVIDIA H200")
+    assert sorted((e["config"]["worker"], e["config"]["i"]) for e in table.entries.values()) == \
+        [(w, i) for w in range(3) for i in range(15)]
 
 
 def test_triton_kernels_choose_a_recorded_configuration(tmp_path, monkeypatch):

@@ -33,12 +33,6 @@ from ..reference import dequantize_operands, fp8_mma_allowance, gemm_operands, s
 from .base import Kernel, RunFn
 
 
-def _dense_operands(data: tuple, fmt: GemmFormat, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A[M, K] and B[N, K] of one batch of a GEMM (a, b, sfa, sfb) in the format's compute dtype."""
-    da, db = dequantize_operands(data, fmt, batch)
-    return da.to(fmt.compute_dtype), db.to(fmt.compute_dtype)
-
-
 def _dense_problem(data, kind: str, fmt: GemmFormat, batches: int) -> list[list[tuple]]:
     """Per GEMM of the problem, per batch: its dense (A, B). A dual GEMM's shared A is dequantized once."""
     done: dict[tuple, torch.Tensor] = {}
