@@ -21,7 +21,7 @@
 #             (scripts/mxfp8_accumulation.py), the three M = 128 benchmark shapes timed (mxfp8.json: the
 #             file to store in baselines/); its GPU tests: pytest -m gpu tests/test_sm90_kernels.py -k mxfp8
 #   wgmma     the sm90 CUDA kernels (kernels/sm90/): build, every tile configuration checked on edge shapes
-#             (scripts/check_sm90_wgmma.py), verify on the verify and task shapes, tuning, the benchmark and
+#             (tests/test_sm90_wgmma.py, marked gpu), verify on the verify and task shapes, tuning, the benchmark and
 #             decode groups timed against the Triton kernels and cublas-dense, an ncu profile of two cases
 #   peers     (needs the humming-kernels wheel in .whl/) the humming baselines' GPU tests (tests/test_peers.py),
 #             then humming beside cublas-dense and sm90-w4a16 on 128x7168x16384 and 16x7168x16384 in the W4A16
@@ -124,8 +124,8 @@ wgmma)
     export FP4BENCH_BUILD_JOBS=16
     W='sm90-w4a16,sm90-nvfp4,sm90-mxfp4'
     fp4 build --arch sm_90a --kernels sm90-fp4w > "$OUT/log.txt" 2>&1 || { echo "build failed"; tail -30 "$OUT/log.txt"; }
-    timeout 200 python3 scripts/check_sm90_wgmma.py --quick > "$OUT/correct.txt" 2>&1
-    echo "check rc=$? $(tail -1 "$OUT/correct.txt")"
+    timeout 200 python3 -m pytest -q -x -p no:cacheprovider -m gpu tests/test_sm90_wgmma.py > "$OUT/correct.txt" 2>&1
+    echo "every tile rc=$? $(tail -1 "$OUT/correct.txt")"
     for shapes in shapes/verify.yml shapes/task.yml; do
         fp4 verify --device cuda --shapes "$shapes" --kernel "$W" --format nvfp4,nvfp4-bf16,mxfp4,w4a16-nvfp4,w4a16-mxfp4 \
             --seeds 2 --case-timeout 60 -q
@@ -154,8 +154,8 @@ session)
     W='sm90-w4a16,sm90-nvfp4,sm90-mxfp4'
     gpu=$(python3 -c 'import torch; from fp4bench.arch import gpu_slug; print(gpu_slug(torch.cuda.get_device_name()))')
     fp4 build --arch sm_90a --kernels sm90-fp4w > "$OUT/log.txt" 2>&1 || { echo "build failed"; tail -30 "$OUT/log.txt"; }
-    timeout 60 python3 scripts/check_sm90_wgmma.py --quick > "$OUT/correct.txt" 2>&1
-    echo "check rc=$? $(tail -1 "$OUT/correct.txt")"
+    timeout 90 python3 -m pytest -q -x -p no:cacheprovider -m gpu tests/test_sm90_wgmma.py > "$OUT/correct.txt" 2>&1
+    echo "every tile rc=$? $(tail -1 "$OUT/correct.txt")"
     timeout 60 python3 -m fp4bench verify --device cuda --shapes shapes/verify.yml --kernel "$W" \
         --format nvfp4,nvfp4-bf16,mxfp4,w4a16-nvfp4,w4a16-mxfp4 --seeds 1 --case-timeout 30 -q \
         >> "$OUT/correct.txt" 2>&1; echo "verify rc=$? ($(grep -c FAIL "$OUT/correct.txt") FAIL lines)"

@@ -220,3 +220,33 @@ def test_library_compiles_to_register_operand_wgmma_without_spills(library):
     for fmt in ("nvfp4", "mxfp4"):
         assert lib.dequantizer(fmt) is not None
     assert lib.status(3).startswith("unsupported shape")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GPU: every tile configuration, not only the heuristic's (tests/test_sm90_kernels.py checks those)
+# ---------------------------------------------------------------------------------------------------------
+KERNEL_BY_FORMAT = {"w4a16-nvfp4": "sm90-w4a16", "w4a16-mxfp4": "sm90-w4a16", "nvfp4": "sm90-nvfp4",
+                    "nvfp4-bf16": "sm90-nvfp4", "mxfp4": "sm90-mxfp4"}
+# Edge shapes (M, N off the tiles; K off the 64-deep step; a batch) and a long K split by stream-K.
+TILE_SHAPES = [Shape(128, 256, 256), Shape(77, 200, 96), Shape(1, 384, 2048), Shape(256, 384, 512, 3),
+               Shape(64, 96, 16384)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt_name", sorted(KERNEL_BY_FORMAT))
+def test_every_tile_is_exact_on_edge_shapes(fmt_name, hopper_target):
+    from exactness import check_exact_products
+
+    from fp4bench.problem import poison_output
+
+    kernel = get_kernel(KERNEL_BY_FORMAT[fmt_name])
+    failures = []
+    for tile in sw.TILES:
+        for shape in TILE_SHAPES:
+            p = generate(shape, GEMM_FORMATS[fmt_name], "cuda")
+            out = kernel.prepare_config(p, {"tile": tile.name})(poison_output(p).data)
+            torch.cuda.synchronize()
+            ok, detail = check_exact_products(out, p)
+            if not ok:
+                failures.append((tile.name, str(shape), detail[:200]))
+    assert not failures, failures
