@@ -45,7 +45,7 @@ def main() -> None:
     for mainloop in MAINLOOPS:
         for tile in TILES:
             name = next(n for n in functions if "fp4w_gemm_kernel" in n
-                        and f"Li{tile.bn}ELi{tile.mt}ELi{tile.stages}ELi{tile.group}ELi{tile.depth}EE" in n
+                        and f"Li{tile.bn}ELi{tile.mt}ELi{tile.stages}ELi{tile.group}ELi{tile.depth}ELi{tile.ncw}EE" in n
                         and ("13__nv_bfloat16" in n) == (mainloop.mma == "bf16")
                         and f"WeightsE{0 if mainloop.weights == 'nvfp4' else 1}" in n)
             body = loop_body(functions[name])

@@ -160,6 +160,8 @@ def test_every_format_has_a_mainloop_and_a_kernel():
 def test_tiles_fit_shared_memory_and_heuristic_picks_by_m():
     for tile in sw.TILES:
         assert tile.smem_bytes <= sw.SMEM_LIMIT, tile
+        # Tiles start on 128-row chunks of the blocked scale layout (the kernel static_asserts it too).
+        assert tile.weight_rows % 128 == 0, tile
     kernel = get_kernel("sm90-w4a16")
     fmt = GEMM_FORMATS["w4a16-nvfp4"]
     picks = {m: kernel.heuristic_config(generate(Shape(m, 64, 64), fmt))["tile"] for m in (1, 16, 17, 64, 128, 2304)}
@@ -202,11 +204,11 @@ def test_library_compiles_to_register_operand_wgmma_without_spills(library):
         for tile in sw.TILES:
             config = mainloop.config(tile)
             described = lib.describe(config)
-            assert (described["bn"], described["mt"], described["stages"], described["group"], described["depth"]) == (
-                tile.bn, tile.mt, tile.stages, tile.group, tile.depth)
+            assert tuple(described[k] for k in ("bn", "mt", "stages", "group", "depth", "ncw")) == (
+                tile.bn, tile.mt, tile.stages, tile.group, tile.depth, tile.ncw)
             assert described["smem_bytes"] == tile.smem_bytes <= sw.SMEM_LIMIT
             assert described["bf16"] == (mainloop.mma == "bf16")
-            mangled = next(n for n in gemms if f"Li{tile.bn}ELi{tile.mt}ELi{tile.stages}ELi{tile.group}ELi{tile.depth}EE" in n
+            mangled = next(n for n in gemms if f"Li{tile.bn}ELi{tile.mt}ELi{tile.stages}ELi{tile.group}ELi{tile.depth}ELi{tile.ncw}EE" in n
                            and ("13__nv_bfloat16" in n) == (mainloop.mma == "bf16")
                            and f"WeightsE{0 if mainloop.weights == 'nvfp4' else 1}" in n)
             body = gemms[mangled]

@@ -48,23 +48,25 @@ K_STEP = 64
 
 @dataclass(frozen=True)
 class Tile:
-    """A CTA tile: `bn` activation rows (wgmma's N) x 128 * `mt` weight rows, `stages` deep, `group` 16-deep K
-    steps per wgmma commit group (the unit of decode/MMA overlap), `depth` groups left in flight while the next is
-    decoded (kernels/sm90/fp4w_gemm.cuh, struct Gemm)."""
+    """A CTA tile: `bn` activation rows (wgmma's N) x 64 * `mt` weight rows per consumer warpgroup, `ncw` consumer
+    warpgroups, `stages` deep, `group` 16-deep K steps per wgmma commit group (the unit of decode/MMA overlap),
+    `depth` groups left in flight while the next is decoded (kernels/sm90/fp4w_gemm.cuh, struct Gemm)."""
 
     bn: int
     mt: int
     stages: int
     group: int
     depth: int = 1
+    ncw: int = 2
 
     @property
     def name(self) -> str:
-        return f"bn{self.bn}_mt{self.mt}_s{self.stages}_g{self.group}" + (f"_d{self.depth}" if self.depth > 1 else "")
+        extra = (f"_d{self.depth}" if self.depth > 1 else "") + (f"_c{self.ncw}" if self.ncw != 2 else "")
+        return f"bn{self.bn}_mt{self.mt}_s{self.stages}_g{self.group}" + extra
 
     @property
     def weight_rows(self) -> int:
-        return 128 * self.mt
+        return 64 * self.mt * self.ncw
 
     @property
     def smem_bytes(self) -> int:
@@ -87,7 +89,7 @@ class Mainloop:
                    ("FP4W_WEIGHTS", {"nvfp4": "kNvfp4", "mxfp4": "kMxfp4"}[self.weights]),
                    ("FP4W_TYPE", {"f16": "__half", "bf16": "__nv_bfloat16"}[self.mma]),
                    ("FP4W_BN", str(tile.bn)), ("FP4W_MT", str(tile.mt)), ("FP4W_STAGES", str(tile.stages)),
-                   ("FP4W_GROUP", str(tile.group)), ("FP4W_DEPTH", str(tile.depth)))
+                   ("FP4W_GROUP", str(tile.group)), ("FP4W_DEPTH", str(tile.depth)), ("FP4W_NCW", str(tile.ncw)))
         return BuildUnit(self.config(tile), GEMM_UNIT_SOURCE, defines)
 
 
@@ -98,6 +100,8 @@ class Mainloop:
 TILES = (
     Tile(16, 1, 12, 4),
     Tile(16, 2, 12, 4),
+    Tile(16, 1, 16, 4, ncw=4),
+    Tile(32, 1, 12, 4, ncw=4),
     Tile(32, 1, 12, 4),
     Tile(64, 2, 8, 2),
     Tile(64, 1, 12, 4),
@@ -193,9 +197,9 @@ class Fp4wLibrary:
         return self._lib.fp4w_status_string(code).decode()
 
     def describe(self, config: str) -> dict:
-        out = (ctypes.c_int32 * 8)()
+        out = (ctypes.c_int32 * 9)()
         self.entry(config, "describe", None, [ctypes.POINTER(ctypes.c_int32)])(out)
-        return dict(zip(("weights", "bf16", "bn", "mt", "stages", "smem_bytes", "group", "depth"), out))
+        return dict(zip(("weights", "bf16", "bn", "mt", "stages", "smem_bytes", "group", "depth", "ncw"), out))
 
     def runner(self, config: str):
         return self.entry(config, "run", ctypes.c_int, [ctypes.POINTER(GemmArgsStruct), ctypes.c_void_p])

@@ -4,11 +4,11 @@
 // has at most 6 significant bits) or bf16 (MXFP4: e2m1 x 2^k), so the weights are dequantized in registers and
 // multiplied on the 16-bit tensor cores with fp32 accumulation: the only rounding is the accumulation's.
 //
-// Structure (one persistent CTA per SM, 3 warpgroups):
+// Structure (one persistent CTA per SM, 1 + NCW warpgroups):
 //  * warpgroup 0, one thread: the producer. TMA loads, per 64-deep K step, the packed weight rows (32 bytes a
 //    row), the activation tile (128-byte rows, 128B swizzle) and the 512-byte chunk(s) of the blocked scale
 //    layout into a STAGES-deep ring of shared-memory buffers guarded by full/empty mbarriers.
-//  * warpgroups 1 and 2: consumers, 64 * MT weight rows each. Each decodes its weight fragment straight into the
+//  * warpgroups 1..NCW (2 to 4): consumers, 64 * MT weight rows each. Each decodes its weight fragment straight into the
 //    registers of wgmma's A operand (swap-AB: weight rows are wgmma's M, the activation rows its N), so the
 //    decoded weights never return to shared memory, and issues wgmma asynchronously: the fragment of the next
 //    16-deep K step is decoded while the current wgmma runs (wgmma.wait_group 1).
@@ -48,9 +48,7 @@ constexpr int kBK = 64;                // K per stage: one 128-byte row of 16-bi
 constexpr int kWRowBytes = kBK / 2;    // packed e2m1 bytes of one weight row per stage
 constexpr int kChunkBytes = 512;       // one 128-row x 4-column tile of the blocked scale layout
 constexpr int kChunkRows = 128;
-constexpr int kThreads = 384;
 constexpr int kProducerRegs = 40;
-constexpr int kConsumerRegs = 232;
 
 template <Weights WF>
 struct WeightTraits;
@@ -339,9 +337,14 @@ struct BlockScale<Weights::kMxfp4, __nv_bfloat16> {
 // are issued and stay untouched until the group completes. DEPTH: groups a warpgroup may leave in flight while
 // it decodes the next (1, or 3 with one step per group): fragments have DEPTH + 1 buffers. Larger groups and
 // more depth hide more wgmma latency and cost more registers.
-template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH>
+template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH, int NCW>
 struct Gemm {
-  static constexpr int kRows = 2 * 64 * MT;                  // weight rows of a CTA tile (2 consumer warpgroups)
+  static constexpr int kRows = NCW * 64 * MT;                // weight rows of a CTA tile (NCW consumer warpgroups)
+  static constexpr int kThreads = 128 * (NCW + 1);
+  // Registers a consumer thread may take: what the producer warpgroup leaves of the 64K, a multiple of 8, at
+  // most 232 (two consumers: 232; three: 152; four: 112).
+  static constexpr int kConsumerRegs = ((65536 - 128 * kProducerRegs) / (128 * NCW) / 8 * 8) < 232
+                                           ? ((65536 - 128 * kProducerRegs) / (128 * NCW) / 8 * 8) : 232;
   static constexpr int kGroups = (kRows + kChunkRows - 1) / kChunkRows;
   static constexpr int kXBytes = BN * 128;                   // one swizzled activation tile
   static constexpr int kWBytes = kRows * kWRowBytes;
@@ -351,11 +354,14 @@ struct Gemm {
   static constexpr int kPartialFloats = MT * 64 * BN;        // one consumer's part of a tile
   static constexpr int kBlock = WeightTraits<WF>::kBlock;
   // Dynamic shared memory: the stages, the barriers, and slack to align the base to 1024 bytes.
-  static constexpr int kSmemBytes = STAGES * kStageBytes + 2 * STAGES * 8 + 16 + 1024;
+  static constexpr int kSmemBytes = STAGES * kStageBytes + 2 * STAGES * 8 + 16 + 1024;   // 16: NCW flags
   static_assert(kXBytes % 1024 == 0, "activation tiles must keep the 1024-byte swizzle alignment");
   static_assert(BN % 8 == 0 && BN <= 256, "wgmma N");
   static_assert(GROUP == 1 || GROUP == 2 || GROUP == 4, "K steps per commit group");
   static_assert(DEPTH == 1 || (DEPTH == 3 && GROUP == 1), "groups in flight: 1, or 3 with one step per group");
+  static_assert(NCW >= 2 && NCW <= 4, "consumer warpgroups");
+  // A tile's rows must start on a 128-row chunk of the blocked scale layout (the consumers index chunks by row).
+  static_assert(kRows % kChunkRows == 0, "weight rows per tile: a multiple of 128");
   static constexpr int kBuffers = DEPTH + 1;
   static_assert(kSmemBytes <= 227 * 1024, "shared memory");
   using Scale = BlockScale<WF, T>;
@@ -409,9 +415,9 @@ struct Ring {
 };
 
 // One consumer warpgroup: its accumulators, fragment buffers and the K-step loop.
-template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH>
+template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH, int NCW>
 struct Consumer {
-  using G = Gemm<WF, T, BN, MT, STAGES, GROUP, DEPTH>;
+  using G = Gemm<WF, T, BN, MT, STAGES, GROUP, DEPTH, NCW>;
   float acc[MT][G::kAcc];
   uint32_t frag[G::kBuffers][GROUP][MT][4];
   int row_base;       // weight row r0 of this thread in m64 tile 0 (r1 = r0 + 8)
@@ -524,12 +530,12 @@ struct Consumer {
   }
 };
 
-template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH>
-__global__ void __launch_bounds__(kThreads, 1)
+template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH, int NCW>
+__global__ void __launch_bounds__(128 * (NCW + 1), 1)
     fp4w_gemm_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap w_map,
                      const Fp4wGemmArgs args) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using G = Gemm<WF, T, BN, MT, STAGES, GROUP, DEPTH>;
+  using G = Gemm<WF, T, BN, MT, STAGES, GROUP, DEPTH, NCW>;
   extern __shared__ uint8_t smem_raw[];
   // Offsetting the __shared__ array itself (not a cast integer) keeps every access below in shared space.
   uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -558,7 +564,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       mbar_init(smem_addr(&full[s]), 1);
-      mbar_init(smem_addr(&empty[s]), 8);   // lane 0 of each consumer warp
+      mbar_init(smem_addr(&empty[s]), 4 * NCW);   // lane 0 of each consumer warp
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -610,13 +616,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   // -------------------------------------------------------------------------------------- consumers
-  setmaxnreg_inc<kConsumerRegs>();
+  setmaxnreg_inc<G::kConsumerRegs>();
   plan(m_tiles, w_tiles, sched, begin, end);
   const int k_steps = sched.k_steps;
   const int cw = warpgroup - 1;                  // which half of the tile's weight rows
   const int tid = threadIdx.x % 128;
   const int warp = tid / 32;
-  Consumer<WF, T, BN, MT, STAGES, GROUP, DEPTH> c;
+  Consumer<WF, T, BN, MT, STAGES, GROUP, DEPTH, NCW> c;
   c.lane = tid % 32;
   const int g = c.lane / 4, q = c.lane % 4;
   c.sel = 0x4440u | static_cast<uint32_t>(q);    // byte q of a word, zero-extended
@@ -650,7 +656,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (first_cta != last_cta) {
       // Stream-K: every part goes to the workspace; the last part to arrive sums all parts in K order.
       float* ws = static_cast<float*>(args.workspace);
-      auto slot = [&](int cta) { return sched.slot(cta, tile) * 2 + cw; };
+      auto slot = [&](int cta) { return sched.slot(cta, tile) * NCW + cw; };
       float4* mine = reinterpret_cast<float4*>(ws + slot(blockIdx.x) * G::kPartialFloats);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
@@ -662,9 +668,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       named_barrier(1 + cw, 128);
       if (tid == 0) {
         const int parts = last_cta - first_cta + 1;
-        const int arrived = atomicAdd(&args.counters[tile * 2 + cw], 1) + 1;
+        const int arrived = atomicAdd(&args.counters[tile * NCW + cw], 1) + 1;
         const bool last = arrived == parts;
-        if (last) args.counters[tile * 2 + cw] = 0;   // ready for the next launch
+        if (last) args.counters[tile * NCW + cw] = 0;   // ready for the next launch
         last_flag[cw] = last;
         __threadfence();
       }
@@ -810,9 +816,9 @@ enum Status : int {
   kLaunchFailed = 4,
 };
 
-template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH>
+template <Weights WF, typename T, int BN, int MT, int STAGES, int GROUP, int DEPTH, int NCW>
 struct Launcher {
-  using G = Gemm<WF, T, BN, MT, STAGES, GROUP, DEPTH>;
+  using G = Gemm<WF, T, BN, MT, STAGES, GROUP, DEPTH, NCW>;
 
   static int check(const Fp4wGemmArgs& a) {
     if (a.m <= 0 || a.n <= 0 || a.k <= 0 || a.l <= 0 || a.k % 32 != 0 || a.grid <= 0) return kBadShape;
@@ -824,10 +830,10 @@ struct Launcher {
   }
 
   static size_t workspace_size(const Fp4wGemmArgs& a) {
-    return static_cast<size_t>(a.grid) * 2 * 2 * G::kPartialFloats * sizeof(float);
+    return static_cast<size_t>(a.grid) * 2 * NCW * G::kPartialFloats * sizeof(float);
   }
 
-  static int64_t counter_count(const Fp4wGemmArgs& a) { return tiles(a) * 2; }
+  static int64_t counter_count(const Fp4wGemmArgs& a) { return tiles(a) * NCW; }
 
   static int run(const Fp4wGemmArgs& a, cudaStream_t stream) {
     if (int s = check(a)) return s;
@@ -840,13 +846,13 @@ struct Launcher {
     if (int s = make_map(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.w, a.k / 2, a.n, a.l, a.w_row, a.w_batch,
                          kWRowBytes, G::kRows, CU_TENSOR_MAP_SWIZZLE_NONE))
       return s;
-    auto kernel = fp4w_gemm_kernel<WF, T, BN, MT, STAGES, GROUP, DEPTH>;
+    auto kernel = fp4w_gemm_kernel<WF, T, BN, MT, STAGES, GROUP, DEPTH, NCW>;
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes) != cudaSuccess)
       return kLaunchFailed;
     const int64_t iterations = tiles(a) * ((a.k + kBK - 1) / kBK);
     Fp4wGemmArgs launch_args = a;
     launch_args.grid = static_cast<int32_t>(iterations < a.grid ? iterations : a.grid);
-    kernel<<<launch_args.grid, kThreads, G::kSmemBytes, stream>>>(x_map, w_map, launch_args);
+    kernel<<<launch_args.grid, G::kThreads, G::kSmemBytes, stream>>>(x_map, w_map, launch_args);
     return cudaGetLastError() == cudaSuccess ? kOk : kLaunchFailed;
   }
 };
