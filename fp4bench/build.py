@@ -12,7 +12,7 @@ ctypes, or an executable). `build(spec)` returns the product's path:
     kernel and target. A key whose manifest exists is a hit and loads without compiling;
   * `build_many(specs)` compiles every missing spec in one ninja invocation (`jobs` compilers over all their
     units) and reports each spec as it starts and finishes (`BuildEvent`s); `build(spec)` is one spec;
-  * builds of one key are serialised by an fcntl lock, so concurrent processes build it once;
+  * builds of one key are serialised by a file lock, so concurrent processes build it once;
   * a failed build raises `BuildError` carrying the kernel's name and the compiler's output in full.
 Torch here may be a CPU build (its CUDA extension builder refuses without CUDA), and the products must
 build on machines without a GPU; so nvcc is driven directly and the libraries export a plain C ABI.
@@ -27,7 +27,6 @@ builds with an explanation.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +42,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
+
+from filelock import FileLock, Timeout
 
 from .resources import kernel_source_dir
 
@@ -421,18 +422,19 @@ def ninja_file(spec: BuildSpec, tools: Toolchain, *, root: Path | None = None, t
 
 @contextmanager
 def _locked(path: Path, wait: bool = True):
-    """An exclusive fcntl lock on `path`; yields False (holding nothing) if taken and `wait` is False."""
+    """An exclusive lock on the file `path` (filelock: fcntl on Linux); yields False, holding nothing, if
+    another process holds it and `wait` is False."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    lock = FileLock(path, timeout=-1 if wait else 0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def default_jobs() -> int:

@@ -177,14 +177,3 @@ def dequantize(elements: torch.Tensor, scales: torch.Tensor | None, fmt: Operand
     s = decode_scales(scales, fmt)[:rows, :nblk]
     return (values.reshape(rows, nblk, fmt.block_size) * s.unsqueeze(-1)).reshape(rows, k)
 
-
-def dequantize_nvfp4(elements: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    from .formats import NVFP4
-
-    return dequantize(elements, scales, NVFP4)
-
-
-def dequantize_mxfp4(elements: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    from .formats import MXFP4
-
-    return dequantize(elements, scales, MXFP4)

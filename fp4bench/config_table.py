@@ -14,12 +14,13 @@ gets the kernel's documented heuristic.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from filelock import FileLock
 
 from .arch import gpu_slug
 from .problem import Shape
@@ -76,8 +77,7 @@ def store_entry(gpu_name: str, kernel: str, fmt: str, shape: Shape, entry: dict)
     """Add or replace one entry of the GPU model's table; workers on several GPUs may store at once."""
     path = table_path(gpu_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)   # read-modify-write of one file by several processes
+    with FileLock(path.with_suffix(".lock")):   # read-modify-write of one file by several processes
         table = read_table(path, gpu_name)
         table.put(kernel, fmt, shape, entry)
         return table.save()

@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from .sol import Ceilings
@@ -244,7 +245,7 @@ def measure_ceilings(index: int = 0, quick: bool = False) -> Ceilings:
     nbytes = CEILING_COPY_BYTES // (2 if quick else 1)
     src = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    copy_s = _median_seconds(lambda: dst.copy_(src), device, budget)
+    copy_s = _median_seconds(partial(dst.copy_, src), device, budget)
     del src, dst
     size = CEILING_GEMM_SIZE_QUICK if quick else CEILING_GEMM_SIZE
     rates = _gemm_rates(size, device, budget, info.arch in FP4_TENSOR_CORE_ARCHS)

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .checking import CheckResult, check_output
-from .reference import Expected
 from .problem import GEMM, Problem, kind_spec
+from .reference import Expected
 
 # Guard size on each side of the output, in bytes: a multiple of 256 so that c keeps the allocator's alignment.
 GUARD_BYTES = 64 * 1024

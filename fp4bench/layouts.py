@@ -105,3 +105,21 @@ def to_padded_row_major(scales: torch.Tensor, col_multiple: int = PADDED_ROW_MAJ
 
 def from_padded_row_major(padded: torch.Tensor, cols: int) -> torch.Tensor:
     return padded[:, :cols].contiguous()
+
+
+def blocked_scale_address(permuted: torch.Tensor, rows: int, cols: int, l: int, what: str) -> int:
+    """Address of the blocked bytes behind a competition scale view, for kernels that read that storage in
+    place (L matrices of `blocked_numel(rows, cols)` bytes, one after the other); ValueError for any view that
+    is not one."""
+    rest_m, rest_k = ceil_div(rows, TILE_ROWS), ceil_div(cols, TILE_COLS)
+    expected_shape = (32, 4, rest_m, 4, rest_k, l)
+    if tuple(permuted.shape) != expected_shape:
+        raise ValueError(f"{what} has shape {tuple(permuted.shape)}; the permuted view of {rows}x{cols}x{l} "
+                         f"scales is {expected_shape}")
+    blocked = competition_blocked_bytes(permuted)
+    # The kernel reads the storage directly: it must be the untouched blocked layout, no copy.
+    if not blocked.is_contiguous() or blocked.data_ptr() != permuted.data_ptr():
+        raise ValueError(f"{what} is not a permuted view of contiguous blocked scales (strides {permuted.stride()})")
+    if blocked.shape[1] != rest_m * rest_k * TILE_BYTES:
+        raise ValueError(f"{what} holds {blocked.shape[1]} bytes per batch, expected {rest_m * rest_k * TILE_BYTES}")
+    return permuted.data_ptr()

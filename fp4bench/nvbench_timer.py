@@ -10,8 +10,7 @@
   (`--jsonbin`, little-endian float32, written as soon as the measurement ends) and summarised with
   `Stats.from_samples`, so every statistic is computed exactly as for our own timer; `samples` holds them.
   (nvbench's own median and quartiles are nearest-rank, ours interpolate: they differ by at most the
-  gap between two neighbouring samples.) `measurement_from_json` converts a whole nvbench JSON document instead; without the sidecar
-  files it builds Stats from nvbench's summaries (see there) and leaves `samples` empty.
+  gap between two neighbouring samples.) nvbench's JSON document itself is not read.
 - Stopping rule. nvbench's "stdrel" criterion stops once the *relative standard deviation of the samples*
   (std/mean, Bessel-corrected: a property of the kernel's noise, which does not shrink with more samples)
   is under "max-noise". Our target is the relative standard error of the *mean*, std/mean/sqrt(n). With
@@ -98,11 +97,6 @@ NOISE_STABILITY_WINDOW = 64
 NOISE_STABILITY_INTERVAL = 16
 NOISE_STABILITY_THRESHOLD = 0.05
 
-# Summary tags of nvbench's JSON output (cold measurement).
-TAG_SAMPLE_SIZE = "nv/cold/sample_size"
-TAG_WALLTIME = "nv/cold/walltime"
-TAG_SAMPLE_TIMES_FILE = "nv/json/bin:nv/cold/sample_times"
-
 
 # ---------------------------------------------------------------------------------------------
 # import and argument checks
@@ -114,7 +108,7 @@ def import_cuda_bench():
 
         # The package picks its extension (cu12/cu13) from cuda-bindings' version and loads it lazily;
         # load it now so that a missing driver or cuda-bindings shows here, as this one error.
-        bench._nvbench
+        bench._nvbench  # noqa: B018
     except (ImportError, OSError) as e:
         reason = " ".join(str(e).split())
         raise RuntimeError(f"the nvbench timer needs NVIDIA's cuda-bench package: {INSTALL_HINT} "
@@ -240,7 +234,7 @@ def stdrel_stop_reason(samples: Sequence[float], settings: NvbenchSettings) -> s
 
 
 # ---------------------------------------------------------------------------------------------
-# nvbench's output -> Measurement
+# nvbench's per-sample times -> Measurement
 # ---------------------------------------------------------------------------------------------
 def read_samples_file(path: str) -> list[float]:
     """nvbench's sample-times sidecar: little-endian float32 seconds, one per sample."""
@@ -249,55 +243,6 @@ def read_samples_file(path: str) -> list[float]:
     if len(data) % 4:
         raise ValueError(f"{path}: size {len(data)} is not a multiple of 4 (float32)")
     return list(struct.unpack(f"<{len(data) // 4}f", data))
-
-
-def _summary_value(summary: dict, name: str = "value"):
-    """A summary's data field, typed (nvbench writes int64 and float64 values as strings)."""
-    for item in summary.get("data") or []:
-        if item.get("name") == name:
-            value, kind = item.get("value"), item.get("type")
-            if value is None:
-                return None
-            if kind == "int64":
-                return int(value)
-            if kind == "float64":
-                return float(value)
-            return value
-    return None
-
-
-def summary_runs(state: dict) -> list[dict[str, dict]]:
-    """A state's summaries by tag, one dict per measurement: our runner's state holds one per case, and
-    each cold measurement's summaries start with nv/cold/sample_size."""
-    runs: list[dict[str, dict]] = []
-    for summary in state.get("summaries") or []:
-        if summary.get("tag") == TAG_SAMPLE_SIZE or not runs:
-            runs.append({})
-        runs[-1].setdefault(summary["tag"], summary)
-    return runs
-
-
-def stats_from_summaries(summaries: dict[str, dict]) -> Stats:
-    """Stats from nvbench's GPU-time summaries alone (no per-sample times). Where each field comes from:
-    n <- nv/cold/sample_size; median <- nv/cold/time/gpu/median; mean <- .../gpu/mean; std <-
-    .../gpu/stdev/absolute (Bessel-corrected; NaN below nvbench's 5 samples); min/max <- .../gpu/min, max;
-    rse <- std / sqrt(n) / mean. p10 and p90 are NaN: nvbench reports quartiles, not those percentiles."""
-    def value(tag):
-        summary = summaries.get(tag)
-        v = None if summary is None else _summary_value(summary)
-        if v is None:
-            raise ValueError(f"nvbench result has no {tag!r} summary")
-        return v
-
-    n = int(value(TAG_SAMPLE_SIZE))
-    mean = value("nv/cold/time/gpu/mean")
-    std = value("nv/cold/time/gpu/stdev/absolute")
-    if not math.isfinite(std):
-        std = math.nan
-    rse = std / math.sqrt(n) / mean if (n > 1 and mean > 0 and math.isfinite(std)) else math.inf
-    return Stats(n=n, median=value("nv/cold/time/gpu/median"), mean=mean, std=std,
-                 min=value("nv/cold/time/gpu/min"), max=value("nv/cold/time/gpu/max"), p10=math.nan,
-                 p90=math.nan, rse=rse)
 
 
 def measurement_from_samples(samples: Sequence[float], settings: NvbenchSettings, *, mode: str = MODE_EAGER,
@@ -309,65 +254,6 @@ def measurement_from_samples(samples: Sequence[float], settings: NvbenchSettings
                        cold_l2=cold_l2, input_sets=input_sets, calls_per_sample=1,
                        stop_reason=stdrel_stop_reason(samples, settings), warmup_calls=warmup_calls,
                        seconds=seconds, dropped_batches=discarded, timer=TIMER)
-
-
-def _resolve(json_dir: str | None, filename: str) -> str | None:
-    """Where a sidecar named in the JSON lies (paths are relative to the JSON file's directory)."""
-    candidates = [filename] if os.path.isabs(filename) or json_dir is None else \
-        [os.path.join(json_dir, filename), os.path.join(os.path.dirname(json_dir), filename), filename]
-    return next((c for c in candidates if os.path.isfile(c)), None)
-
-
-def measurement_from_json(doc: dict, settings: NvbenchSettings, *, json_dir: str | None = None,
-                          benchmark: int | str = 0, state: int = 0, run: int = -1, input_sets: int = 1
-                          ) -> Measurement:
-    """A Measurement from an nvbench JSON document (`--json`/`--jsonbin` output): the `run`-th cold
-    measurement of `state` of `benchmark` (index or name).
-
-    Per-sample times come from the sample-times sidecar when the document names one that exists
-    (relative to `json_dir`); otherwise Stats come from the summaries (`stats_from_summaries`), samples are
-    empty, and stop_reason comes from them: "converged" when nv/cold/time/gpu/stdev/relative < max-noise
-    with at least min_samples, "budget" when nv/cold/walltime exceeded the timeout, else "noise-stable".
-    `seconds` is nvbench's nv/cold/walltime (the sampling loop only). The document does not record the
-    stopping parameters in force (nvbench 0.3.0 writes min_samples and timeout per state, not the
-    criterion's), hence `settings`."""
-    benches = doc.get("benchmarks") or []
-    if isinstance(benchmark, str):
-        matches = [b for b in benches if b.get("name") == benchmark]
-        if not matches:
-            raise ValueError(f"nvbench result has no benchmark {benchmark!r}")
-        bench = matches[0]
-    else:
-        bench = benches[benchmark]
-    st = bench["states"][state]
-    if st.get("is_skipped"):
-        raise ValueError(f"nvbench skipped this state: {st.get('skip_reason')}")
-    runs = summary_runs(st)
-    if not runs:
-        raise ValueError("nvbench result has no measurement in this state")
-    summaries = runs[run]
-    walltime = summaries.get(TAG_WALLTIME)
-    seconds = float(_summary_value(walltime) or 0.0) if walltime else 0.0
-
-    sidecar = summaries.get(TAG_SAMPLE_TIMES_FILE)
-    filename = None if sidecar is None else _summary_value(sidecar, "filename")
-    path = None if filename is None else _resolve(json_dir, filename)
-    if path is not None:
-        m = measurement_from_samples(read_samples_file(path), settings, input_sets=input_sets, seconds=seconds)
-        return m
-
-    stats = stats_from_summaries(summaries)
-    noise_summary = summaries.get("nv/cold/time/gpu/stdev/relative")
-    noise = math.inf if noise_summary is None else float(_summary_value(noise_summary))
-    timeout = float(st.get("timeout", settings.timeout_s))
-    if stats.n >= settings.min_samples and noise < settings.max_noise:
-        reason = "converged"
-    elif seconds > timeout:
-        reason = "budget"
-    else:
-        reason = "noise-stable"
-    return Measurement(stats=stats, samples=[], mode=MODE_EAGER, clock=CLOCK, cold_l2=True, input_sets=input_sets,
-                       calls_per_sample=1, stop_reason=reason, seconds=seconds, timer=TIMER)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,9 +17,8 @@ import csv
 import io
 import math
 import statistics
-from collections import OrderedDict
-
 import textwrap
+from collections import OrderedDict
 
 from tabulate import tabulate
 
@@ -218,7 +217,7 @@ def render_csv(cases: list[CaseRecord], baseline: str | None = None) -> str:
         timing = c.timing or {}
         stats = timing.get("stats") or {}
 
-        def us(key):
+        def us(key, stats=stats):
             v = stats.get(key)
             return "" if v is None else f"{v * 1e6:.4f}"
 

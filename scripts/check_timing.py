@@ -73,7 +73,7 @@ def main() -> int:
         data = kernel.prepare_inputs(problem, problem.data)   # the dense operands, outside the timed calls
         m1 = measure(fn, [data], device=device, rule=rule, cold_l2=True, l2_bytes=l2).stats
         m2 = measure(fn, [data], device=device, rule=rule, cold_l2=True, l2_bytes=l2).stats
-        db = do_bench(lambda: fn(data), warmup=25, rep=200, return_mode="median") * 1e-3
+        db = do_bench(lambda fn=fn, data=data: fn(data), warmup=25, rep=200, return_mode="median") * 1e-3
         graph = measure(fn, [data], device=device, rule=rule, mode=MODE_GRAPH, cold_l2=False, l2_bytes=l2).stats
         warm = measure(fn, [data], device=device, rule=rule, cold_l2=False, l2_bytes=l2).stats
         d12 = 100 * abs(m1.median - m2.median) / m1.median

@@ -20,6 +20,14 @@
 #             sm90-mxfp8 and torch-scaled-fp8 on the task shapes, the fp8 accumulation measurement
 #             (scripts/mxfp8_accumulation.py), the three M = 128 benchmark shapes timed (mxfp8.json: the
 #             file to store in baselines/); its GPU tests: pytest -m gpu tests/test_sm90_kernels.py -k mxfp8
+#   wgmma     the sm90 CUDA kernels (kernels/sm90/): build, every tile configuration checked on edge shapes
+#             (tests/test_sm90_wgmma.py, marked gpu), verify on the verify and task shapes, tuning, the benchmark and
+#             decode groups timed against the Triton kernels and cublas-dense, an ncu profile of two cases
+#   peers     (needs the humming-kernels wheel in .whl/) the humming baselines' GPU tests (tests/test_peers.py),
+#             then humming beside cublas-dense and sm90-w4a16 on 128x7168x16384 and 16x7168x16384 in the W4A16
+#             formats and w4a8, eager and --graph (peers_eager.json, peers_graph.json)
+#   session   (< 10 min) the sm90 CUDA kernels' cycle: build, check of every tile, verify, tuning, the baseline run
+#             (with humming when its wheel is in .whl/), a repeat of the benchmark group compared, ncu of two cases
 #   problems  the competition's GEMV, dual GEMM and grouped GEMM: the honest submission, the sm90 kernel, the
 #             reference and the baselines verified on each problem's test cases, the sm90 kernel and the baselines
 #             timed on its benchmark cases
@@ -119,6 +127,62 @@ mxfp8)
     grep -E "FAIL|passed" "$OUT/verify_mxfp8.txt" "$OUT/verify_mxfp8_task.txt"
     cat "$OUT/accumulation.txt"; cat "$OUT/bench_mxfp8.txt"
     ;;
+wgmma)
+    export FP4BENCH_BUILD_JOBS=16
+    W='sm90-w4a16,sm90-nvfp4,sm90-mxfp4'
+    fp4 build --arch sm_90a --kernels sm90-fp4w > "$OUT/log.txt" 2>&1 || { echo "build failed"; tail -30 "$OUT/log.txt"; }
+    timeout 200 python3 -m pytest -q -x -p no:cacheprovider -m gpu tests/test_sm90_wgmma.py > "$OUT/correct.txt" 2>&1
+    echo "every tile rc=$? $(tail -1 "$OUT/correct.txt")"
+    for shapes in shapes/verify.yml shapes/task.yml; do
+        fp4 verify --device cuda --shapes "$shapes" --kernel "$W" --format nvfp4,nvfp4-bf16,mxfp4,w4a16-nvfp4,w4a16-mxfp4 \
+            --seeds 2 --case-timeout 60 -q
+    done >> "$OUT/correct.txt" 2>&1; echo "verify rc=$? ($(grep -c FAIL "$OUT/correct.txt") FAIL lines)"
+    fp4 tune --shapes shapes/task.yml --group benchmarks --group decode --kernels "$W" --format "$FORMATS" \
+        --budget 0.1 -q --json "$OUT/tune.json" >> "$OUT/log.txt" 2>&1; echo "tune rc=$?"
+    cp fp4bench/tuned/"$(python3 -c 'import torch; from fp4bench.arch import gpu_slug; print(gpu_slug(torch.cuda.get_device_name()))')".json "$OUT/" 2>/dev/null
+    fp4 run --shapes shapes/task.yml --group benchmarks --group decode --format "$FORMATS" \
+        --kernels "$W,sm90-w4a16-triton,cublas-dense" --budget 0.3 -q --json "$OUT/bench.json" \
+        > "$OUT/bench.txt" 2>&1; echo "bench rc=$?"
+    for case in "sm90-w4a16 w4a16-nvfp4 128 7168 16384" "sm90-w4a16 w4a16-nvfp4 16 7168 16384" \
+                "sm90-nvfp4 nvfp4 128 4096 7168"; do
+        echo "=== $case"
+        ncu --clock-control none -k regex:fp4w_gemm --launch-skip 2 -c 1 --section SpeedOfLight \
+            --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+            python3 scripts/profile_sm90.py $case
+    done > "$OUT/ncu.txt" 2>&1; echo "ncu rc=$?"
+    grep -E "geomean" "$OUT/bench.txt" | head -30
+    ;;
+session)
+    # One call for the sm90 CUDA kernels' whole cycle, within 10 minutes (each step capped): build; every tile
+    # checked on edge shapes; verify; tuning; the benchmark and decode groups timed with every sm90 kernel,
+    # triton-dot-scaled, cublas-dense and humming (when its wheel is in .whl/) and saved as the GPU's baseline;
+    # a repeat of the benchmark group in a fresh process, compared; ncu of two cases. Eight files in $OUT.
+    export FP4BENCH_BUILD_JOBS=16
+    W='sm90-w4a16,sm90-nvfp4,sm90-mxfp4'
+    gpu=$(python3 -c 'import torch; from fp4bench.arch import gpu_slug; print(gpu_slug(torch.cuda.get_device_name()))')
+    fp4 build --arch sm_90a --kernels sm90-fp4w > "$OUT/log.txt" 2>&1 || { echo "build failed"; tail -30 "$OUT/log.txt"; }
+    timeout 90 python3 -m pytest -q -x -p no:cacheprovider -m gpu tests/test_sm90_wgmma.py > "$OUT/correct.txt" 2>&1
+    echo "every tile rc=$? $(tail -1 "$OUT/correct.txt")"
+    timeout 60 python3 -m fp4bench verify --device cuda --shapes shapes/verify.yml --kernel "$W" \
+        --format nvfp4,nvfp4-bf16,mxfp4,w4a16-nvfp4,w4a16-mxfp4 --seeds 1 --case-timeout 30 -q \
+        >> "$OUT/correct.txt" 2>&1; echo "verify rc=$? ($(grep -c FAIL "$OUT/correct.txt") FAIL lines)"
+    timeout 100 python3 -m fp4bench tune --shapes shapes/task.yml --group benchmarks --group decode --kernels "$W" \
+        --format "$FORMATS" --budget 0.05 -q >> "$OUT/log.txt" 2>&1; echo "tune rc=$?"
+    cp "fp4bench/tuned/$gpu.json" "$OUT/tuned-$gpu.json" 2>/dev/null
+    timeout 170 python3 -m fp4bench run --shapes shapes/task.yml --group benchmarks --group decode --format "$FORMATS" \
+        --kernels "$KERNELS,humming" --budget 0.3 -q --case-timeout 60 --save-baseline --json "$OUT/bench.json" \
+        > "$OUT/bench.txt" 2>&1; echo "bench rc=$?"
+    cp "baselines/$gpu.json" "$OUT/baseline-$gpu.json" 2>/dev/null
+    timeout 60 python3 -m fp4bench run --shapes shapes/task.yml --group benchmarks --format "$FORMATS" \
+        --kernels "$KERNELS,humming" --budget 0.3 -q --json "$OUT/bench2.json" > /dev/null 2>&1; echo "bench2 rc=$?"
+    python3 -m fp4bench compare "$OUT/bench.json" "$OUT/bench2.json" > "$OUT/compare.md" 2>&1; echo "compare rc=$?"
+    for case in "sm90-w4a16 w4a16-nvfp4 128 7168 16384"; do
+        echo "=== $case"
+        timeout 40 ncu --clock-control none -k regex:fp4w_gemm --launch-skip 2 -c 1 --section SpeedOfLight \
+            --section WarpStateStats --section ComputeWorkloadAnalysis python3 scripts/profile_sm90.py $case
+    done > "$OUT/ncu.txt" 2>&1; echo "ncu rc=$?"
+    grep -E "geomean" "$OUT/bench.txt" | head -40; tail -2 "$OUT/compare.md"
+    ;;
 problems)
     for p in gemv dual_gemm group_gemm; do
         fp4 verify --problem "nvfp4_$p" --group tests --device cuda --seeds 1 -q --isolation none \
@@ -202,6 +266,17 @@ integrity-bench)
         fp4 compare baselines/ "$OUT/integrity_bench_$p.json" > "$OUT/integrity_compare_$p.md" 2>&1
         echo "compare $p rc=$? ($(tail -1 "$OUT/integrity_compare_$p.md"))"
     done
+    ;;
+peers)
+    python3 -m pytest -q -rs -s -p no:cacheprovider -m gpu tests/test_peers.py > "$OUT/pytest_peers.txt" 2>&1
+    echo "pytest peers rc=$?"
+    printf 'peers:\n  - {m: 128, n: 7168, k: 16384}\n  - {m: 16, n: 7168, k: 16384}\n' > "$OUT/peers.yml"
+    for mode in eager graph; do
+        fp4 run --shapes "$OUT/peers.yml" --format w4a16-nvfp4,w4a16-mxfp4,w4a8 --budget 0.5 -q \
+            --kernels 'humming*,cublas-dense,sm90-w4a16' $([ $mode = graph ] && echo --graph) \
+            --json "$OUT/peers_$mode.json" > "$OUT/peers_$mode.txt" 2>&1; echo "run peers $mode rc=$?"
+    done
+    tail -3 "$OUT/pytest_peers.txt"; cat "$OUT/peers_eager.txt" "$OUT/peers_graph.txt"
     ;;
 *)
     echo "unknown stage $1" >&2; exit 2 ;;

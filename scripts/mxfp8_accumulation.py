@@ -92,7 +92,7 @@ def timings(shape: Shape, device) -> dict:
     plan = resolve(MXFP8_GPU_CANDIDATES[0], shape, device)
     out = {}
     for name, mma in (("fp8", tl.float8e4nv), ("bf16", tl.bfloat16)):
-        out[name] = 1e3 * do_bench(lambda: launch_mxfp8(problem.data, shape, plan, mma), return_mode="median")
+        out[name] = 1e3 * do_bench(lambda mma=mma: launch_mxfp8(problem.data, shape, plan, mma), return_mode="median")
     da, db = (x.to(torch.bfloat16) for x in dequantize_operands(problem.data, FMT, 0))
     c = problem.c[:, :, 0]
     out["cublas"] = 1e3 * do_bench(lambda: torch.matmul(da, db.T, out=c), return_mode="median")

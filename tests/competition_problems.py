@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 
 from fp4bench.checking import CheckResult, check_output
+from fp4bench.codecs import dequantize
 from fp4bench.competition import generate_input
 from fp4bench.formats import GEMM_FORMATS
 from fp4bench.problem import DUAL_GEMM, GEMV, GROUP_GEMM, Problem, Shape
-from fp4bench.codecs import dequantize
 
 NVFP4 = GEMM_FORMATS["nvfp4"]
 COMPETITION_NAMES = {GEMV: "nvfp4_gemv", DUAL_GEMM: "nvfp4_dual_gemm", GROUP_GEMM: "nvfp4_group_gemm"}

@@ -7,6 +7,12 @@ test and removed at the end), never into the user's ~/.cache/fp4bench; FP4BENCH_
 one across runs instead. Cache keys do not depend on the cache's location, so what the tests build is
 what `fp4bench build` builds.
 
+Random seeds: every test starts with torch's and Python's generators seeded by its own seed (the fixture
+`random_seed`, autouse), derived from the session's base seed and the test's id alone, so a test draws the
+same data whatever ran before it. The base seed is fresh each session (data drawn fresh) unless
+FP4BENCH_TEST_SEED=N fixes it; it is in the session's header, and every failure reports the test's seed
+and the command that reruns it with the same data.
+
 `cutlass_build(*names)` marks a test that needs compiled CUTLASS products (the specs of `cutlass_specs()`
 by name). When such a test is selected and nvcc is there, one background process starts as soon as
 collection ends and compiles all of them in one ninja invocation ($FP4BENCH_BUILD_JOBS, default 2, jobs)
@@ -16,7 +22,9 @@ which waits for that build and prints each kernel as it finishes.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -31,13 +39,16 @@ import pytest
 CACHE_ENV = "FP4BENCH_CACHE_DIR"            # fp4bench.build.CACHE_ENV, also the device ceilings' cache
 KEEP_ENV = "FP4BENCH_TEST_CACHE_DIR"        # a build cache for the tests that outlives the session
 SESSION_ENV = "FP4BENCH_TEST_SESSION_CACHE"  # set by the outermost session; nested sessions reuse it
+SEED_ENV = "FP4BENCH_TEST_SEED"              # the session's base seed (default: a fresh one)
 
 
 def cutlass_specs() -> dict:
-    """Every CUTLASS build the tests use: the kernels' own specs (what `fp4bench build` builds) and the probe."""
-    from fp4bench.kernels import cutlass_blackwell as cb
+    """Every compiled kernel library the tests use: the kernels' own specs (what `fp4bench build` builds: the
+    CUTLASS variants and the sm90 CUDA library) and the CUTLASS layout probe."""
+    from fp4bench.kernels import cutlass_blackwell as cb, sm90_wgmma
 
-    return {s.name: s for s in [v.build_spec() for v in cb.VARIANTS] + [cb.LAYOUT_PROBE]}
+    specs = [v.build_spec() for v in cb.VARIANTS] + [cb.LAYOUT_PROBE, sm90_wgmma.LIBRARY]
+    return {s.name: s for s in specs}
 
 
 @dataclass
@@ -53,9 +64,46 @@ class _Session:
 
 
 _STATE = pytest.StashKey[_Session]()
+_BASE_SEED = pytest.StashKey[int]()
+_TEST_SEED = pytest.StashKey[int]()
+
+
+def seed_for(base: int, nodeid: str) -> int:
+    """A test's seed: its id and the session's base seed, nothing else (not the tests that ran before)."""
+    digest = hashlib.blake2b(f"{base}:{nodeid}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+@pytest.fixture(autouse=True)
+def random_seed(request) -> int:
+    """This test's seed; torch's and Python's generators are seeded with it before the test runs."""
+    import torch
+
+    seed = seed_for(request.config.stash[_BASE_SEED], request.node.nodeid)
+    request.node.stash[_TEST_SEED] = seed
+    torch.manual_seed(seed)
+    random.seed(seed)
+    return seed
+
+
+def pytest_report_header(config):
+    base = config.stash[_BASE_SEED]
+    return f"random seeds: {SEED_ENV}={base} (each test's seed derives from it and the test's id)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    seed = item.stash.get(_TEST_SEED, None)
+    if report.failed and seed is not None:
+        base = item.config.stash[_BASE_SEED]
+        report.sections.append(("random seed", f"this test ran with seed {seed}; the same data again:\n"
+                                               f"  {SEED_ENV}={base} python3 -m pytest '{item.nodeid}'"))
 
 
 def pytest_configure(config):
+    config.stash[_BASE_SEED] = int(os.environ.get(SEED_ENV) or int.from_bytes(os.urandom(4), "little"))
     saved = {k: os.environ.get(k) for k in (CACHE_ENV, SESSION_ENV)}
     keep, inherited = os.environ.get(KEEP_ENV), os.environ.get(SESSION_ENV)
     if keep:
@@ -142,10 +190,10 @@ def _build_in_background(names: list[str]) -> int:
     except (AttributeError, OSError):   # not Linux: the nice value alone
         pass
     from fp4bench.build import build_many
-    from fp4bench.commands.build import BuildProgress
+    from fp4bench.commands.build import BuildLog
 
     specs = cutlass_specs()
-    progress = BuildProgress(len(names), stream=sys.stdout, live=False)
+    progress = BuildLog(len(names), stream=sys.stdout, live=False)
     try:
         _, failures = build_many([specs[n] for n in names], progress=progress)
     finally:
@@ -154,7 +202,7 @@ def _build_in_background(names: list[str]) -> int:
 
 
 class _TerminalLines:
-    """A stream for `BuildProgress` that writes whole lines to pytest's terminal, past output capture."""
+    """A stream for `BuildLog` that writes whole lines to pytest's terminal, past output capture."""
 
     def __init__(self, config, prefix: str):
         self.reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -178,7 +226,7 @@ class _TerminalLines:
 def cutlass_builds(request) -> dict[str, Path]:
     """name -> product path for every CUTLASS build the selected tests need, compiled once a session."""
     from fp4bench.build import build_many
-    from fp4bench.commands.build import BuildProgress
+    from fp4bench.commands.build import BuildLog
 
     state = request.config.stash[_STATE]
     specs = cutlass_specs()
@@ -200,7 +248,7 @@ def cutlass_builds(request) -> dict[str, Path]:
             time.sleep(1.0)
         state.finished = time.monotonic()
     # Everything is a cache hit now; if the background build failed, this repeats it and reports the error.
-    progress = BuildProgress(len(names), stream=out, live=False) if state.proc is None else None
+    progress = BuildLog(len(names), stream=out, live=False) if state.proc is None else None
     built, failures = build_many([specs[n] for n in names], progress=progress)
     if progress is not None:
         progress.close()

@@ -13,8 +13,8 @@ import torch
 from fp4bench.arch import CPU, Target
 from fp4bench.audit import copy_bits
 from fp4bench.formats import gemm_format
-from fp4bench.pipeline import check_case
 from fp4bench.kernels import all_kernels, get_kernel
+from fp4bench.pipeline import check_case
 from fp4bench.problem import Shape, generate, poison_output
 from fp4bench.reference import reference_gemm
 

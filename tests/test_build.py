@@ -6,6 +6,7 @@ the CUTLASS kernels themselves are built by test_cutlass_blackwell.py and test_c
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -141,6 +142,16 @@ def test_cli_rejects_bad_input():
     assert res.exit_code == 2 and "unknown target(s) sm_999" in res.output
     res = runner.invoke(main, ["build", "--kernels", "no-such-kernel-*"])
     assert res.exit_code == 2 and "no buildable kernel" in res.output
+
+
+def test_a_held_build_lock_is_refused_without_waiting_and_free_after(tmp_path):
+    path = tmp_path / "locks" / "entry.lock"
+    with B._locked(path) as held:
+        assert held is True
+        with B._locked(path, wait=False) as again:
+            assert again is False                 # another holder: no wait, nothing held
+    with B._locked(path, wait=False) as free:
+        assert free is True
 
 
 def test_cache_command_on_empty_cache(cache):
@@ -390,12 +401,13 @@ def _events(spec_a, spec_b):
 def test_progress_plain_lines_for_a_log():
     import io
 
-    from fp4bench.commands.build import WIDTH, BuildProgress
+    from fp4bench.commands.build import BuildLog
+    from fp4bench.progress import WIDTH
 
     long = B.BuildSpec("a-kernel-with-a-name-far-longer-than-the-column", "sm_120a", ())
     a, b = B.BuildSpec("sm120-nvfp4", "sm_120a", ()), tiny_spec(1)
     out = io.StringIO()
-    progress = BuildProgress(4, stream=out, live=False)
+    progress = BuildLog(4, stream=out, live=False)
     for e in _events(a, b) + [B.BuildEvent(long, "start"), B.BuildEvent(long, "failed", 3.0)]:
         progress(e)
     progress.close()
@@ -406,33 +418,39 @@ def test_progress_plain_lines_for_a_log():
     assert lines[3].startswith("start   a-kernel-with-a-nam… sm_120a")
     assert lines[4].startswith("FAILED  a-kernel-with-a-nam… sm_120a  failed     3.0 s")
     assert lines[5].startswith("4 kernels: 1 built, 1 cached, 1 failed in ")
+    assert len(lines) == 6                               # no progress lines of the display's own
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
     assert all(len(line) <= WIDTH for line in lines)
 
 
-def test_progress_live_line_on_a_terminal(monkeypatch):
+def test_progress_on_a_terminal_names_what_compiles_on_the_bar(monkeypatch):
     import io
 
-    from fp4bench.commands import build as build_cmd
+    from fp4bench.commands.build import BuildLog
+    from fp4bench.progress import WIDTH
 
-    monkeypatch.setattr("shutil.get_terminal_size", lambda fallback=None: __import__("os").terminal_size((300, 40)))
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr("shutil.get_terminal_size", lambda fallback=None: os.terminal_size((300, 40)))
     a, b = B.BuildSpec("sm120-nvfp4", "sm_120a", ()), tiny_spec(1)
     c = B.BuildSpec("sm100-" + "w" * 120, "sm_100a", ())
-    out = io.StringIO()
-    progress = build_cmd.BuildProgress(3, stream=out, live=True)
+    out = Terminal()
+    progress = BuildLog(3, stream=out)
+    assert progress.progress.live
     for e in _events(a, b)[:2] + [B.BuildEvent(c, "start")]:
         progress(e)
-    live = out.getvalue().split("\r\x1b[K")[-1]
-    assert live.startswith("[1/3 done, ") and "compiling tiny-probe 0 s, sm100-www" in live
-    assert len(live) < build_cmd.WIDTH                   # a long list is cut to the width
+    bar = out.getvalue().split("\r")[-1].replace("\x1b[?25l", "")   # (click hides the cursor)
+    assert bar.startswith("building") and "1/3" in bar and "tiny-probe (host), sm100-www" in bar
+    assert len(bar.rstrip()) <= WIDTH                   # a long list is cut to the width
     progress(_events(a, b)[2])
     progress(B.BuildEvent(c, "built", 1.0))
     progress.close()
     text = out.getvalue()
-    assert "start   " not in text                        # on a terminal, starts are the live line's
-    final = [seg.split("\n") for seg in text.split("\r\x1b[K")]
-    permanent = [line for seg in final for line in seg[:-1]]
-    assert [line.split()[0] for line in permanent] == ["ok", "ok", "ok", "3"]
-    assert permanent[-1].startswith("3 kernels: 2 built, 1 cached, 0 failed in ")
-    assert not text.endswith("\x1b[K")                  # the live line is erased at the end
-    assert all(len(line) <= build_cmd.WIDTH for line in permanent)
+    assert "start   " not in text                        # on a terminal, starts are the bar's
+    permanent = [seg.split("\n")[0] for seg in text.split("\r\x1b[K")[1:]]
+    assert [line.split()[0] for line in permanent] == ["ok", "ok", "ok"]
+    assert text.rstrip("\n").splitlines()[-1].startswith("3 kernels: 2 built, 1 cached, 0 failed in ")
+    assert all(len(line) <= WIDTH for line in permanent)

@@ -12,11 +12,25 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fp4bench.cli import main
-from fp4bench.compare import (CORRECTNESS, IMPROVED, MISSING, NEW, NOISE, NOT_TIMED, REGRESSION, SAME,
-                              CompareInputError, baseline_path, compare_documents, gpu_slug, parse_threshold,
-                              render_markdown, save_baseline)
 from fp4bench.case import CaseRecord, CaseStatus
+from fp4bench.cli import main
+from fp4bench.compare import (
+    CORRECTNESS,
+    IMPROVED,
+    MISSING,
+    NEW,
+    NOISE,
+    NOT_TIMED,
+    REGRESSION,
+    SAME,
+    CompareInputError,
+    baseline_path,
+    compare_documents,
+    gpu_slug,
+    parse_threshold,
+    render_markdown,
+    save_baseline,
+)
 from fp4bench.problem import Shape
 from fp4bench.results import load_results, make_document, write_results
 

@@ -19,13 +19,12 @@ from click.testing import CliRunner
 
 from fp4bench.arch import CPU, Target
 from fp4bench.build import find_cuobjdump
+from fp4bench.case import CaseStatus
 from fp4bench.cli import main
 from fp4bench.formats import GEMM_FORMATS
-from fp4bench.case import CaseStatus
-from fp4bench.pipeline import check_case
-from fp4bench.kernels import all_kernels
-from fp4bench.kernels import cutlass_blackwell as cb
+from fp4bench.kernels import all_kernels, cutlass_blackwell as cb
 from fp4bench.layouts import blocked_numel, blocked_offset
+from fp4bench.pipeline import check_case
 from fp4bench.problem import GEMM, Shape, generate
 from fp4bench.resources import kernel_source_dir
 

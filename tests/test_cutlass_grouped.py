@@ -19,8 +19,7 @@ import torch
 from fp4bench.arch import CPU, Target
 from fp4bench.competition import generate_input
 from fp4bench.formats import GEMM_FORMATS
-from fp4bench.kernels import all_kernels
-from fp4bench.kernels import cutlass_blackwell as cb
+from fp4bench.kernels import all_kernels, cutlass_blackwell as cb
 from fp4bench.layouts import blocked_offset
 from fp4bench.problem import GEMM, GROUP_GEMM, Problem, Shape
 

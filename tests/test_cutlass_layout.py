@@ -20,10 +20,16 @@ import pytest
 import torch
 
 from fp4bench import build as B
+from fp4bench.competition import generate_input
 from fp4bench.formats import GEMM_FORMATS
 from fp4bench.kernels import cutlass_blackwell as cb
-from fp4bench.competition import generate_input
-from fp4bench.layouts import blocked_numel, blocked_offset, competition_blocked_bytes, from_blocked, to_competition
+from fp4bench.layouts import (
+    blocked_numel,
+    blocked_offset,
+    competition_blocked_bytes,
+    from_blocked,
+    to_competition,
+)
 
 # The probe is compiled once a session, in the background while the rest of the suite runs (conftest.py).
 pytestmark = [pytest.mark.nvcc, pytest.mark.slow, pytest.mark.cutlass_build(cb.LAYOUT_PROBE.name)]

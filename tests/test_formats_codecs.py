@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from fp4bench import codecs
-from fp4bench.formats import (E2M1_MAGNITUDES, GEMM_FORMATS, MXFP4, MXFP8, NVFP4, OPERAND_FORMATS, gemm_format)
+from fp4bench.formats import E2M1_MAGNITUDES, GEMM_FORMATS, MXFP4, MXFP8, NVFP4, OPERAND_FORMATS, gemm_format
 
 
 def e2m1_value_from_bits(code: int) -> float:
@@ -141,7 +142,7 @@ def test_registry_is_frozen_and_complete():
     assert NVFP4.block_size == 16 and NVFP4.scale.dtype == torch.float8_e4m3fn
     assert MXFP4.block_size == 32 and MXFP4.scale.dtype == torch.float8_e8m0fnu
     assert MXFP8.element.name == "e4m3" and MXFP8.block_size == 32
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         NVFP4.block_size = 32  # frozen
     with pytest.raises(TypeError):
         GEMM_FORMATS["x"] = None  # read-only mapping

@@ -3,6 +3,7 @@ the tables, skipped cases one line per reason, and the plots (a note instead whe
 
 from __future__ import annotations
 
+import html
 import re
 import sys
 
@@ -76,9 +77,10 @@ def test_page_has_environment_failures_tables_and_collapsed_skips(tmp_path):
     assert text.startswith("<!DOCTYPE html>") and oct(page.stat().st_mode & 0o777) == "0o644"
     # the environment
     for expected in ("NVIDIA H200", "580.65", "2.11.0+cu130", "3.6.0", "0cc668155169bbbe32ddd5ed",
-                     "fp4bench run --shapes shapes/task.yml --kernels &#x27;sm90-*&#x27;", "2026-12-01T00:38:10",
+                     "<code>fp4bench run --shapes shapes/task.yml --kernels 'sm90-*'</code>", "2026-12-01T00:38:10",
                      "SM 1980 MHz", "copy 4.20 TB/s", "cold L2"):
-        assert expected in text, expected
+        assert expected in html.unescape(text), expected
+    assert "'sm90-*'" not in text                       # quotes escaped too
     # failures first, escaped
     assert text.index('id="failures"') < text.index('id="plots"') < text.index('id="tables"')
     assert "1 of 5 checked cases failed" in text and "&lt;bad &amp; worse&gt;" in text and "<bad" not in text
@@ -113,7 +115,8 @@ def test_page_without_matplotlib_has_tables_and_a_note(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     text = page.read_text()
     assert "<img" not in text and "The plots need matplotlib" in text
-    assert "pip install &quot;fp4bench[plot]&quot;" in text and "geomean (2/3)" in text
+    assert f"<code>{INSTALL_HINT}</code>" in html.unescape(text) and '"fp4bench[plot]"' not in text
+    assert "geomean (2/3)" in text
 
 
 def test_cpu_page_says_its_times_are_cpu_times(tmp_path):

@@ -12,11 +12,11 @@ import torch
 
 from fp4bench import integrity
 from fp4bench.arch import CPU
-from fp4bench.formats import GEMM_FORMATS, gemm_format
 from fp4bench.case import CaseStatus
-from fp4bench.pipeline import check_case, check_once
+from fp4bench.formats import GEMM_FORMATS, gemm_format
 from fp4bench.kernels import get_kernel
 from fp4bench.kernels.torch_ref import TorchReference
+from fp4bench.pipeline import check_case, check_once
 from fp4bench.problem import Shape, generate, poison_output
 from fp4bench.reference import expected_output, reference_gemm
 

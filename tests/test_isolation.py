@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fp4bench.cli import main
-
 from fp4bench.case import CaseSpec, CaseStatus
+from fp4bench.cli import main
 from fp4bench.isolation import STATUS_CRASHED, STATUS_OK, STATUS_TIMEOUT, Worker, describe_exit
 from fp4bench.pipeline import run_case
 from fp4bench.problem import Shape

@@ -20,7 +20,7 @@ from fp4bench.checking import check_output
 from fp4bench.formats import E4M3_MAX, E8M0_BIAS, MXFP8, gemm_format
 from fp4bench.kernels import get_kernel
 from fp4bench.kernels.baselines import requantize_tensorwise
-from fp4bench.pipeline import check_case, expected_for
+from fp4bench.pipeline import expected_for
 from fp4bench.problem import MX_SCALE_EXPONENTS, Shape, generate, poison_output
 from fp4bench.reference import reference_gemm
 
@@ -195,10 +195,10 @@ def test_sm90_mxfp8_compiles_for_sm90a_to_wgmma_without_spills(mma, instruction)
     import re
 
     import triton.language as tl
+    from triton_aot import compile_for, nvdisasm_path, sass
 
     from fp4bench.kernels.fp4_triton.launch import MXFP8_GPU_CANDIDATES
     from fp4bench.kernels.fp4_triton.mxfp8 import mxfp8_kernel
-    from triton_aot import compile_for, nvdisasm_path, sass
 
     if nvdisasm_path() is None:
         pytest.skip("needs nvdisasm (Triton's bundled copy or the CUDA toolkit's)")

@@ -1,4 +1,4 @@
-"""The nvbench timing back-end: option mapping, nvbench's output -> Measurement, the errors, the once-per-process
+"""The nvbench timing back-end: option mapping, nvbench's sample file, the errors, the once-per-process
 runner (against a stand-in for cuda.bench) and, on a GPU with cuda-bench installed, agreement with our own timer."""
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ import pytest
 import torch
 
 from fp4bench import nvbench_timer, timing
-from fp4bench.nvbench_timer import (NvbenchSettings, measure_nvbench, measurement_from_json, read_samples_file,
-                                    settings_for, stdrel_stop_reason, summary_runs)
+from fp4bench.nvbench_timer import (
+    NvbenchSettings,
+    measure_nvbench,
+    read_samples_file,
+    settings_for,
+    stdrel_stop_reason,
+)
 from fp4bench.timing import StoppingRule
 
 CUDA0 = torch.device("cuda", 0)
@@ -93,43 +98,8 @@ def test_unusable_noise_estimates():
 
 
 # ---------------------------------------------------------------------------------------------
-# nvbench's output -> Measurement
+# nvbench's per-sample times file
 # ---------------------------------------------------------------------------------------------
-def _summary(tag, value=None, kind="float64", **data):
-    s = {"tag": tag, "name": tag, "description": tag, "hint": "duration", "hide": "Hidden by default."}
-    fields = [] if value is None else [{"name": "value", "type": kind, "value": str(value)}]
-    fields += [{"name": k, "type": "string" if isinstance(v, str) else "int64", "value": str(v)}
-               for k, v in data.items()]
-    if fields:
-        s["data"] = fields
-    return s
-
-
-def _cold_run(n, mean, median, std, lo, hi, walltime, sidecar=None):
-    """The summaries one cold measurement adds to a state, as nvbench 0.3.0 writes them (values as strings)."""
-    out = [_summary("nv/cold/sample_size", n, "int64"), _summary("nv/cold/walltime", walltime),
-           _summary("nv/cold/time/cpu/mean", mean * 1.1), _summary("nv/cold/time/cpu/stdev/relative", 0.02),
-           _summary("nv/cold/time/gpu/min", lo), _summary("nv/cold/time/gpu/max", hi),
-           _summary("nv/cold/time/gpu/mean", mean), _summary("nv/cold/time/gpu/stdev/absolute", std),
-           _summary("nv/cold/time/gpu/stdev/relative", std / mean),
-           _summary("nv/cold/time/gpu/q1", median * 0.99), _summary("nv/cold/time/gpu/median", median),
-           _summary("nv/cold/time/gpu/q3", median * 1.01)]
-    if sidecar is not None:
-        out.append(_summary("nv/json/bin:nv/cold/sample_times", filename=sidecar[0], size=sidecar[1]))
-    return out
-
-
-def _document(summaries):
-    return {"meta": {"argv": ["fp4bench-nvbench", "--quiet", "--jsonbin", "nvbench.json"],
-                     "version": {"json": {"major": 1, "minor": 0, "patch": 0, "string": "1.0.0"}}},
-            "devices": [{"id": 0, "name": "NVIDIA H200", "l2_cache_size": 62914560}],
-            "benchmarks": [{"name": "fp4bench_case", "index": 0, "min_samples": 10, "timeout": 2.0,
-                            "devices": [0], "axes": None,
-                            "states": [{"name": "Device=0", "min_samples": 10, "timeout": 2.0, "device": 0,
-                                        "type_config_index": 0, "axis_values": None, "summaries": summaries,
-                                        "is_skipped": False}]}]}
-
-
 def test_samples_file_round_trip(tmp_path):
     path = tmp_path / "0.bin"
     path.write_bytes(struct.pack("<3f", 1e-3, 2e-3, 3e-3))
@@ -137,76 +107,6 @@ def test_samples_file_round_trip(tmp_path):
     (tmp_path / "bad.bin").write_bytes(b"abc")
     with pytest.raises(ValueError):
         read_samples_file(str(tmp_path / "bad.bin"))
-
-
-def test_json_document_with_sample_file(tmp_path):
-    samples = [1.0e-3, 1.001e-3, 0.999e-3, 1.002e-3, 1.0e-3, 0.998e-3, 1.001e-3, 1.0e-3, 1.0e-3, 1.003e-3]
-    (tmp_path / "nvbench.json-bin").mkdir()
-    (tmp_path / "nvbench.json-bin" / "0.bin").write_bytes(struct.pack(f"<{len(samples)}f", *samples))
-    doc = _document(_cold_run(10, 1.0003e-3, 1.0e-3, 1.4e-6, 0.998e-3, 1.003e-3, 0.05,
-                              sidecar=("nvbench.json-bin/0.bin", 10)))
-    doc = json.loads(json.dumps(doc))
-    m = measurement_from_json(doc, SETTINGS, json_dir=str(tmp_path), input_sets=2)
-    assert m.samples == pytest.approx(samples, rel=1e-6)
-    assert m.stats == timing.Stats.from_samples(m.samples)
-    assert (m.timer, m.clock, m.stop_reason, m.input_sets, m.calls_per_sample) == \
-        ("nvbench", "nvbench-cuda-events", "converged", 2, 1)
-    assert m.seconds == pytest.approx(0.05)
-
-
-def test_json_document_summaries_only():
-    # two cold measurements in one state (our runner's state serves every case): pick each by index
-    doc = _document(_cold_run(10, 2.0e-3, 1.99e-3, 1e-5, 1.98e-3, 2.03e-3, 0.1,
-                              sidecar=("nvbench.json-bin/0.bin", 10))
-                    + _cold_run(400, 5.0e-3, 4.9e-3, 5e-4, 4.0e-3, 7.0e-3, 2.3))
-    doc = json.loads(json.dumps(doc))
-    assert len(summary_runs(doc["benchmarks"][0]["states"][0])) == 2
-    first = measurement_from_json(doc, SETTINGS, benchmark="fp4bench_case", run=0)   # its sidecar is gone
-    assert (first.stats.n, first.stats.median, first.stats.mean, first.stats.min, first.stats.max) == \
-        (10, 1.99e-3, 2.0e-3, 1.98e-3, 2.03e-3)
-    assert first.samples == [] and first.stop_reason == "converged"
-    assert first.stats.rse == pytest.approx(1e-5 / math.sqrt(10) / 2.0e-3)
-    assert math.isnan(first.stats.p10) and math.isnan(first.stats.p90)   # nvbench reports no such percentiles
-    last = measurement_from_json(doc, SETTINGS)
-    assert last.stats.n == 400 and last.stats.std == 5e-4
-    assert last.stop_reason == "budget" and last.seconds == pytest.approx(2.3)   # noise 10% > max-noise, timed out
-
-
-# One cold measurement as nvbench 0.3.0 wrote it on an H200 (a 256^3 bf16 torch.mm; its state in the run's
-# --jsonbin document, trimmed to the summaries used here, descriptions dropped). The sidecar was consumed.
-REAL_H200_STATE = """{"name":"Device=0","min_samples":10,"cold_warmup_runs":1,"cold_max_warmup_walltime":-1.0,
-"batch_target_time":0.5,"skip_time":-1.0,"timeout":2.0,"device":0,"type_config_index":0,"axis_values":null,
-"is_skipped":false,"summaries":[
-{"tag":"nv/cold/sample_size","name":"Samples","hint":"sample_size","data":[{"name":"value","type":"int64","value":"80"}]},
-{"tag":"nv/cold/walltime","name":"Walltime","hint":"duration","hide":"Hidden by default.","data":[{"name":"value","type":"float64","value":"0.007371094000000001"}]},
-{"tag":"nv/cold/time/gpu/min","name":"Min GPU Time","hint":"duration","hide":"Hidden by default.","data":[{"name":"value","type":"float64","value":"5.055999848991632e-06"}]},
-{"tag":"nv/cold/time/gpu/max","name":"Max GPU Time","hint":"duration","hide":"Hidden by default.","data":[{"name":"value","type":"float64","value":"6.335999816656113e-06"}]},
-{"tag":"nv/cold/time/gpu/mean","name":"GPU Time","hint":"duration","data":[{"name":"value","type":"float64","value":"5.488400009926404e-06"}]},
-{"tag":"nv/cold/time/gpu/stdev/absolute","name":"Noise","hint":"duration","hide":"Hidden by default.","data":[{"name":"value","type":"float64","value":"4.0919832619914645e-07"}]},
-{"tag":"nv/cold/time/gpu/stdev/relative","name":"Noise","hint":"percentage","data":[{"name":"value","type":"float64","value":"0.0745569429085096"}]},
-{"tag":"nv/cold/time/gpu/median","name":"Median GPU Time","hint":"duration","hide":"Hidden by default.","data":[{"name":"value","type":"float64","value":"5.4080002009868624e-06"}]},
-{"tag":"nv/json/bin:nv/cold/sample_times","name":"Sample Times File","hint":"file/sample_times","hide":"Not needed in table.","data":[{"name":"filename","type":"string","value":"nvbench.json-bin/0.bin"},{"name":"size","type":"int64","value":"80"}]}
-]}"""
-
-
-def test_real_nvbench_document(tmp_path):
-    doc = _document([])
-    doc["benchmarks"][0]["states"] = [json.loads(REAL_H200_STATE)]
-    m = measurement_from_json(doc, settings_for(StoppingRule()), json_dir=str(tmp_path))
-    assert (m.stats.n, m.samples) == (80, [])
-    assert m.stats.median == pytest.approx(5.408e-6) and m.stats.mean == pytest.approx(5.4884e-6)
-    assert (m.stats.min, m.stats.max) == (pytest.approx(5.056e-6), pytest.approx(6.336e-6))
-    assert m.stats.rse == pytest.approx(4.0919832619914645e-07 / math.sqrt(80) / 5.488400009926404e-06)
-    # noise 7.5% > max-noise 1.58%, and 7 ms of its 2 s timeout used: nvbench's noise-stability rule ended it
-    # (the live replay of its samples said the same)
-    assert m.stop_reason == "noise-stable" and m.seconds == pytest.approx(0.00737, rel=1e-3)
-
-
-def test_skipped_state_is_an_error():
-    doc = _document([])
-    doc["benchmarks"][0]["states"][0].update(is_skipped=True, skip_reason="no device")
-    with pytest.raises(ValueError, match="no device"):
-        measurement_from_json(doc, SETTINGS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,15 @@ from click.testing import CliRunner
 from fp4bench.case import CaseRecord, CaseStatus
 from fp4bench.cli import main
 from fp4bench.formats import gemm_format
-from fp4bench.plot import (CPU_NOTE, INSTALL_HINT, _ratio_ticks, baseline_kernel, ceilings_of, left_out,
-                           panels_of)
+from fp4bench.plot import (
+    CPU_NOTE,
+    INSTALL_HINT,
+    _ratio_ticks,
+    baseline_kernel,
+    ceilings_of,
+    left_out,
+    panels_of,
+)
 from fp4bench.problem import Shape
 from fp4bench.results import load_results, make_document, write_results
 from fp4bench.sol import Ceilings, achieved, estimate

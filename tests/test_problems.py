@@ -77,10 +77,6 @@ def test_an_unsupported_problem_and_format_pair_is_one_line_exit_2():
 # ------------------------------------------------------------------------------------------------------------
 # references
 # ------------------------------------------------------------------------------------------------------------
-def _seed() -> int:
-    return int(torch.randint(0, 10_000, ()))
-
-
 def _fixture_dequant():
     """The fixtures' own plain-torch decoder (tests/fixtures/problems/_nvfp4.py), independent of fp4bench's."""
     import sys
@@ -99,8 +95,8 @@ def _plain(a, sfa, b, sfb) -> torch.Tensor:
     return dequant(a, sfa).double() @ dequant(b, sfb).double().T
 
 
-def test_gemv_reference_is_row_0_of_b_with_its_scales():
-    p = generate(Shape(200, 1, 1056, 2, seed=_seed()), NVFP4, kind=GEMV)
+def test_gemv_reference_is_row_0_of_b_with_its_scales(random_seed):
+    p = generate(Shape(200, 1, 1056, 2, seed=random_seed), NVFP4, kind=GEMV)
     a, b, sfa, sfb, _, _, c = p.data
     assert b.shape[0] == 128 and c.shape == (200, 1, 2)
     ref = reference(p, torch.float64)
@@ -108,8 +104,8 @@ def test_gemv_reference_is_row_0_of_b_with_its_scales():
         assert torch.equal(ref[:, :, i], _plain(a[:, :, i], sfa[:, :, i], b[:1, :, i], sfb[:1, :, i]))
 
 
-def test_dual_gemm_reference_is_silu_of_the_first_product_times_the_second():
-    p = generate(Shape(130, 72, 96, 2, seed=_seed()), NVFP4, kind=DUAL_GEMM)
+def test_dual_gemm_reference_is_silu_of_the_first_product_times_the_second(random_seed):
+    p = generate(Shape(130, 72, 96, 2, seed=random_seed), NVFP4, kind=DUAL_GEMM)
     a, b1, b2, sfa, sfb1, sfb2, *_, c = p.data
     ref = reference(p, torch.float64)
     for i in range(2):
@@ -120,8 +116,8 @@ def test_dual_gemm_reference_is_silu_of_the_first_product_times_the_second():
     assert reference_output(p).dtype == torch.float16
 
 
-def test_group_gemm_reference_is_a_list_of_each_groups_product():
-    p = generate(Shape((40, 56, 72), (128, 64, 96), (256, 96, 512), seed=_seed()), NVFP4, kind=GROUP_GEMM)
+def test_group_gemm_reference_is_a_list_of_each_groups_product(random_seed):
+    p = generate(Shape((40, 56, 72), (128, 64, 96), (256, 96, 512), seed=random_seed), NVFP4, kind=GROUP_GEMM)
     (abc, scales, _, sizes), ref = p.data, reference(p, torch.float64)
     assert isinstance(ref, list) and len(ref) == 3
     assert sizes == [(40, 128, 256, 1), (56, 64, 96, 1), (72, 96, 512, 1)]
@@ -135,9 +131,9 @@ def test_group_gemm_reference_is_a_list_of_each_groups_product():
     (GEMV, Shape(512, 1, 16384, 1)),
     (GROUP_GEMM, Shape((80, 176), (512, 512), (7168, 7168))),
 ])
-def test_on_competition_data_the_check_is_the_competitions_own(kind, shape):
+def test_on_competition_data_the_check_is_the_competitions_own(kind, shape, random_seed):
     """Integer scales and K <= 16384: exact fp32 accumulation is guaranteed, so no allowance widens the bound."""
-    p = generate(shape.with_seed(_seed()), NVFP4, kind=kind)
+    p = generate(shape.with_seed(random_seed), NVFP4, kind=kind)
     exp = expected_output(p)
     allowances = exp.allowance if isinstance(exp.allowance, list) else [exp.allowance]
     assert all(float(a.abs().max()) == 0.0 for a in allowances)
@@ -150,8 +146,8 @@ def test_on_competition_data_the_check_is_the_competitions_own(kind, shape):
         assert torch.equal(v.double(), e)
 
 
-def test_dual_gemm_allowance_covers_reordered_accumulation_and_still_catches_a_wrong_block():
-    p = generate(Shape(64, 96, 4096, seed=_seed()), NVFP4, kind=DUAL_GEMM)
+def test_dual_gemm_allowance_covers_reordered_accumulation_and_still_catches_a_wrong_block(random_seed):
+    p = generate(Shape(64, 96, 4096, seed=random_seed), NVFP4, kind=DUAL_GEMM)
     exp = expected_output(p)
     a, b1, b2, sfa, sfb1, sfb2, *_ = p.data
     dequant = _fixture_dequant()

@@ -9,8 +9,16 @@ import pytest
 
 from fp4bench.case import CaseRecord, CaseStatus
 from fp4bench.problem import Shape
-from fp4bench.results import (SCHEMA_VERSION, ResultsFileError, ResultsWriter, atomic_write_text, dumps,
-                              environment_fingerprint, load_results, make_document)
+from fp4bench.results import (
+    SCHEMA_VERSION,
+    ResultsFileError,
+    ResultsWriter,
+    atomic_write_text,
+    dumps,
+    environment_fingerprint,
+    load_results,
+    make_document,
+)
 
 
 def record(kernel, status="pass", **more):

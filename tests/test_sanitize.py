@@ -22,8 +22,18 @@ from fp4bench.formats import gemm_format
 from fp4bench.integrity import INT_VIEW
 from fp4bench.problem import Shape, generate
 from fp4bench.report import WIDTH, render_checks
-from fp4bench.sanitize import (Finding, PassResult, Sanitizer, apply_passes, locate, log_name, parse_report,
-                               parse_tools, placed_problem, short_kernel_name)
+from fp4bench.sanitize import (
+    Finding,
+    PassResult,
+    Sanitizer,
+    apply_passes,
+    locate,
+    log_name,
+    parse_report,
+    parse_tools,
+    placed_problem,
+    short_kernel_name,
+)
 
 PLANTED = Path(__file__).parent / "fixtures" / "kernels"
 B_BASE = 0x7F3A2C100000

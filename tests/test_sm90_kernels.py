@@ -78,7 +78,7 @@ def test_fp8_kernel_is_exact_for_extreme_scale_spreads_interpreted():
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(results) == len(cases)
-    for (spread, shape, nan_rows), r in zip(cases, results):
+    for (_spread, shape, nan_rows), r in zip(cases, results):
         if nan_rows:
             assert r["nan_rows_ok"], r
         assert r["passed"], r
@@ -88,8 +88,11 @@ def test_fp8_kernel_is_exact_for_extreme_scale_spreads_interpreted():
 # ---------------------------------------------------------------------------------------------------------
 # GPU tests
 # ---------------------------------------------------------------------------------------------------------
-SM90_CASES = [("sm90-nvfp4", "nvfp4"), ("sm90-mxfp4", "mxfp4"), ("sm90-mxfp4-fp8", "mxfp4"),
-              ("sm90-w4a16", "w4a16-nvfp4"), ("sm90-w4a16", "w4a16-mxfp4"), ("triton-fp4", "nvfp4"),
+# The CUDA kernels (sm90-nvfp4, sm90-mxfp4, sm90-w4a16) and their Triton twins.
+SM90_CASES = [("sm90-nvfp4", "nvfp4"), ("sm90-nvfp4", "nvfp4-bf16"), ("sm90-mxfp4", "mxfp4"),
+              ("sm90-w4a16", "w4a16-nvfp4"), ("sm90-w4a16", "w4a16-mxfp4"),
+              ("sm90-nvfp4-triton", "nvfp4"), ("sm90-mxfp4-triton", "mxfp4"), ("sm90-mxfp4-fp8", "mxfp4"),
+              ("sm90-w4a16-triton", "w4a16-nvfp4"), ("sm90-w4a16-triton", "w4a16-mxfp4"), ("triton-fp4", "nvfp4"),
               ("triton-fp4", "mxfp4"), ("sm90-mxfp8-fp8", "mxfp8"), ("sm90-mxfp8", "mxfp8")]
 GPU_SHAPES = [(1, 128, 256, 1), (77, 200, 96, 1), (130, 129, 32, 1), (200, 72, 1056, 1), (256, 384, 512, 3),
               (64, 96, 16384, 1)]
@@ -99,8 +102,8 @@ GPU_SHAPES = [(1, 128, 256, 1), (77, 200, 96, 1), (130, 129, 32, 1), (200, 72, 1
 @pytest.mark.parametrize("name,fmt_name", SM90_CASES)
 def test_sm90_kernels_verify_on_edge_shapes(name, fmt_name, hopper_target):
     from fp4bench.formats import GEMM_FORMATS
-    from fp4bench.pipeline import check_case
     from fp4bench.kernels import get_kernel
+    from fp4bench.pipeline import check_case
     from fp4bench.problem import Shape
 
     target = hopper_target
@@ -114,7 +117,9 @@ def test_sm90_kernels_verify_on_edge_shapes(name, fmt_name, hopper_target):
     ("sm90-mxfp4-fp8", "mxfp4", 1), ("sm90-mxfp4-fp8", "mxfp4", 7), ("sm90-mxfp4-fp8", "mxfp4", 20),
     ("sm90-mxfp4-fp8", "mxfp4", 60),
     ("sm90-mxfp4", "mxfp4", 60), ("sm90-w4a16", "w4a16-mxfp4", 60), ("sm90-nvfp4", "nvfp4", None),
-    ("sm90-w4a16", "w4a16-nvfp4", None), ("sm90-mxfp8-fp8", "mxfp8", 20), ("sm90-mxfp8", "mxfp8", 60),
+    ("sm90-w4a16", "w4a16-nvfp4", None), ("sm90-mxfp4-triton", "mxfp4", 60), ("sm90-w4a16-triton", "w4a16-mxfp4", 60),
+    ("sm90-nvfp4-triton", "nvfp4", None), ("sm90-w4a16-triton", "w4a16-nvfp4", None),
+    ("sm90-mxfp8-fp8", "mxfp8", 20), ("sm90-mxfp8", "mxfp8", 60),
 ])
 def test_sm90_kernels_exact_with_extreme_scales(name, fmt_name, spread, hopper_target):
     from exactness import check_exact_products, extreme_problem

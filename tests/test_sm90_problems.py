@@ -18,9 +18,15 @@ import textwrap
 
 import pytest
 import torch
+from competition_problems import (
+    as_problem,
+    check,
+    competition_data,
+    full_range_gemv_data,
+    poisoned,
+    wrong_scales,
+)
 
-from competition_problems import (as_problem, check, competition_data, full_range_gemv_data, poisoned,
-                                  wrong_scales)
 from fp4bench.problem import DUAL_GEMM, GEMV, GROUP_GEMM
 
 REPO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")

@@ -6,8 +6,7 @@ import pytest
 
 from fp4bench.formats import gemm_format
 from fp4bench.kernels.base import Kernel
-from fp4bench.problem import Shape
-from fp4bench.problem import min_bytes
+from fp4bench.problem import Shape, min_bytes
 from fp4bench.sol import Ceilings, achieved, estimate, math_path_of
 
 CEILINGS = Ceilings(copy_bytes_per_s=4e12, matrix_flops_per_s={"bf16": 800e12, "fp8": 1600e12})

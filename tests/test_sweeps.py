@@ -4,7 +4,11 @@ checked nothing, and the tuned-configuration table."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -16,6 +20,7 @@ from fp4bench.errors import EXIT_NOTHING_CHECKED
 from fp4bench.problem import Shape
 from fp4bench.results import load_results
 
+ROOT = Path(__file__).resolve().parent.parent
 SHAPES = textwrap.dedent("""\
     shapes:
       - {m: 64, n: 96, k: 256}
@@ -118,6 +123,26 @@ def test_tuned_table_round_trip_and_lookup(tmp_path, monkeypatch):
         config_table.tuned_config("NVIDIA H200", "sm90-nvfp4", "nvfp4", shape)
 
 
+def test_tuned_table_stores_from_several_processes_lose_nothing(tmp_path):
+    # Each process adds its own entries to one table (a read-modify-write under the table's lock).
+    script = ("import sys\n"
+              "from fp4bench import config_table\n"
+              "from fp4bench.problem import Shape\n"
+              "w = int(sys.argv[1])\n"
+              "for i in range(15):\n"
+              "    config_table.store_entry('NVIDIA H200', 'k', 'nvfp4', Shape(w + 1, 128, 256 * (i + 1)),\n"
+              "                             {'config': {'worker': w, 'i': i}})\n")
+    env = {**os.environ, "FP4BENCH_TUNED_DIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(w)], env=env) for w in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    from fp4bench import config_table
+
+    table = config_table.read_table(tmp_path / "nvidia-h200.json", "NVIDIA H200")
+    assert sorted((e["config"]["worker"], e["config"]["i"]) for e in table.entries.values()) == \
+        [(w, i) for w in range(3) for i in range(15)]
+
+
 def test_triton_kernels_choose_a_recorded_configuration(tmp_path, monkeypatch):
     from fp4bench import config_table
     from fp4bench.formats import gemm_format
@@ -125,7 +150,7 @@ def test_triton_kernels_choose_a_recorded_configuration(tmp_path, monkeypatch):
     from fp4bench.kernels.fp4_triton.launch import GPU_CANDIDATES
     from fp4bench.problem import generate
 
-    kernel = get_kernel("sm90-nvfp4")
+    kernel = get_kernel("sm90-nvfp4-triton")
     problem = generate(Shape(128, 256, 512), gemm_format("nvfp4"))
     # Off a GPU: the CPU configuration, recorded with where it came from.
     cfg = kernel.launch_config(problem)
@@ -138,7 +163,7 @@ def test_triton_kernels_choose_a_recorded_configuration(tmp_path, monkeypatch):
     chosen, source = kernel.chosen_config(problem)
     assert source == "heuristic" and chosen == kernel.candidates(problem)[0].to_dict()
     stored = {**GPU_CANDIDATES[3].to_dict(), "split_k": 4}
-    config_table.store_entry("NVIDIA H200", "sm90-nvfp4", "nvfp4", problem.shape, {"config": stored})
+    config_table.store_entry("NVIDIA H200", "sm90-nvfp4-triton", "nvfp4", problem.shape, {"config": stored})
     chosen, source = kernel.chosen_config(problem)
     assert source == "tuned" and chosen == stored
     assert kernel.launch_config(problem)["source"] == "tuned"

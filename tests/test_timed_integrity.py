@@ -161,7 +161,9 @@ def test_a_variant_is_the_base_with_rows_negated_and_its_reference_follows_exact
     contents.write(variant, data)
     direct = expected_output(Problem(base.shape, fmt, data, base.device, kind))
     derived = contents.expected(variant, expected_output(base))
-    as_list = (lambda v: v if isinstance(v, list) else [v])
+    def as_list(v):
+        return v if isinstance(v, list) else [v]
+
     assert all(torch.equal(a, b) for a, b in zip(as_list(direct.values), as_list(derived.values)))
     assert any(bool(n.any()) and not bool(n.all()) for n in variant.negated)   # some rows flipped, not all
     # The pre-filled c is negated with the output, so an unwritten output is told from a stale one.

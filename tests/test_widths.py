@@ -31,7 +31,8 @@ def test_run_on_the_task_shapes_fits_and_collapses_skips():
                      "--min-samples", "3", "--no-measure-ceilings", "-q")
     assert_fits(lines)
     text = "\n".join(lines)
-    assert "skipped (" in text and "needs sm_90; this machine has no GPU: sm90-nvfp4 (nvfp4) x22" in text
+    assert "skipped (" in text and "needs sm_90; this machine has no GPU: sm90-nvfp4-triton (nvfp4) x22" in text
+    assert "sm90-nvfp4 (nvfp4) x22" in text
     # Collapsed: far fewer lines than cases (374 cases, most of them skipped).
     assert len(lines) < 160 and "CPU times from a host clock" in text
 

@@ -3,9 +3,10 @@
 A kernel is buildable when it exposes `build_spec()` (a `fp4bench.build.BuildSpec`). Builds need nvcc and
 ninja but no GPU: any machine can build for any target. All missing kernels compile in one ninja
 invocation (`--jobs` compilers over all their units). Progress is one line per kernel as it starts and as
-it finishes (name, target, cached / built / failed, seconds); on a terminal the kernels compiling now
-share one live line instead of start lines. Each failed build's compiler output is printed once, in
-full, under the kernel's name; the exit code is then 1.
+it finishes (name, target, cached / built / failed, seconds); on a terminal the kernels compiling now are
+named on the progress bar (`fp4bench.progress`, the display run and verify use) instead of start lines.
+Each failed build's compiler output is printed once, in full, under the kernel's name; the exit code is
+then 1.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from ..arch import ARCH_BY_CAPABILITY
 from ..build import BuildEvent, BuildSpec, build_many, cache_entries, cache_root, clear_cache, default_jobs
 from ..errors import EXIT_FAILED, EXIT_OK, InputError
 from ..kernels import all_kernels
+from ..progress import Progress, fit
 
 KNOWN_TARGETS = frozenset(ARCH_BY_CAPABILITY.values())
-# Every line the progress writes fits this many columns (a live line also fits the terminal).
-WIDTH = 100
 NAME_COLS = 20
 
 
 def buildable_specs() -> list[BuildSpec]:
-    return [k.build_spec() for k in all_kernels().values() if callable(getattr(k, "build_spec", None))]
+    # Kernels may share one library (the sm90 CUDA kernels do): each spec once.
+    specs = [k.build_spec() for k in all_kernels().values() if callable(getattr(k, "build_spec", None))]
+    return list(dict.fromkeys(specs))
 
 
 def parse_archs(value: str | None) -> set[str] | None:
@@ -51,120 +53,62 @@ def select_specs(archs: set[str] | None, pattern: str) -> list[BuildSpec]:
             if (archs is None or s.target in archs) and any(fnmatch.fnmatchcase(s.name, p) for p in names)]
 
 
-def _fit(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
 def _seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 600 else f"{s / 60:.1f} min"
 
 
-def _is_terminal(stream) -> bool:
-    try:
-        return stream.isatty() and os.environ.get("TERM", "") != "dumb"
-    except (AttributeError, ValueError):
-        return False
+class BuildLog:
+    """Writes `BuildEvent`s as lines a person reads at a glance, through the progress display.
 
-
-class BuildProgress:
-    """Writes `BuildEvent`s as lines a person reads at a glance.
-
-    In a log (not a terminal) every kernel gets a `start` line and an `ok` / `FAILED` line, in the order
-    they happen. On a terminal the finish lines are the same, and the kernels compiling now are one live
-    line at the bottom (their names and seconds so far), redrawn every second, erased at the end.
-    Every line fits `WIDTH` columns.
+    Every kernel gets an `ok` / `FAILED` line as it finishes, and a summary closes the list. In a log (not a
+    terminal) every kernel also gets a `start` line, in the order things happen; on a terminal the kernels
+    compiling now are named on the progress bar instead. Every line fits `WIDTH` columns.
     """
 
     def __init__(self, total: int, stream=None, live: bool | None = None, clock=time.monotonic):
-        self.stream = stream or sys.stdout
-        self.live = _is_terminal(self.stream) if live is None else live
+        self.progress = Progress(total, "building", stream=stream or sys.stdout, every_s=None, live=live)
         self.total, self.clock = total, clock
         self.begun = clock()
-        self.running: dict[BuildSpec, float] = {}
         self.finished = {"cached": 0, "built": 0, "failed": 0}
-        self._lock = threading.Lock()
-        self._shown = False
-        self._stop = threading.Event()
-        self._ticker = None
-        if self.live:
-            self._ticker = threading.Thread(target=self._tick, daemon=True)
-            self._ticker.start()
-
-    def width(self) -> int:
-        if not self.live:
-            return WIDTH
-        import shutil
-
-        return max(20, min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns))
+        self._lock = threading.Lock()        # ninja's output is read on a thread of its own
+        self.progress.__enter__()
 
     @property
     def done(self) -> int:
         return sum(self.finished.values())
 
     def line(self, word: str, spec: BuildSpec, rest: str = "") -> str:
-        name = _fit(spec.name, NAME_COLS)
+        name = fit(spec.name, NAME_COLS)
         text = f"{word:<8}{name:<{NAME_COLS}} {spec.target:<9}{rest}"
-        return _fit(text.rstrip(), self.width() - (1 if self.live else 0))
+        return fit(text.rstrip(), self.progress.columns() - (1 if self.progress.live else 0))
 
     def __call__(self, event: BuildEvent) -> None:
         with self._lock:
-            now = self.clock()
+            item = f"{event.spec.name} ({event.spec.target})"
             if event.kind == "start":
-                self.running[event.spec] = now
                 units = len(event.spec.units)
-                if not self.live:
-                    self._write(self.line("start", event.spec, f"{units} unit{'s' if units != 1 else ''}"))
-                self._draw()
+                if not self.progress.live:
+                    plural = "s" if units != 1 else ""
+                    self.progress.echo(self.line("start", event.spec, f"{units} unit{plural}"))
+                self.progress.start(item)
                 return
-            self.running.pop(event.spec, None)
             self.finished[event.kind] += 1
             word = "FAILED" if event.kind == "failed" else "ok"
             seconds = "" if event.kind == "cached" else _seconds(event.seconds)
-            self._write(self.line(word, event.spec, f"{event.kind:<7}{seconds:>9}   {self.done}/{self.total} done"))
-            self._draw()
+            self.progress.echo(self.line(word, event.spec,
+                                         f"{event.kind:<7}{seconds:>9}   {self.done}/{self.total} done"))
+            self.progress.advance(item, event.kind)
 
     def summary(self) -> str:
         f = self.finished
-        return (f"{self.total} kernel{'s' if self.total != 1 else ''}: {f['built']} built, {f['cached']} cached, "
-                f"{f['failed']} failed in {_seconds(self.clock() - self.begun)}")
+        kernels = f"{self.total} kernel{'s' if self.total != 1 else ''}"
+        return (f"{kernels}: {f['built']} built, {f['cached']} cached, {f['failed']} failed in "
+                f"{_seconds(self.clock() - self.begun)}")
 
     def close(self) -> None:
-        self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join()
         with self._lock:
-            self._erase()
-            self._write(self.summary())
-
-    # -- the live line
-    def status(self) -> str:
-        now = self.clock()
-        compiling = ", ".join(f"{s.name} {now - t:.0f} s"
-                              for s, t in sorted(self.running.items(), key=lambda x: x[1]))
-        text = f"[{self.done}/{self.total} done, {now - self.begun:.0f} s] "
-        text += f"compiling {compiling}" if compiling else "waiting for ninja"
-        return _fit(text, self.width() - 1)
-
-    def _tick(self) -> None:
-        while not self._stop.wait(1.0):
-            with self._lock:
-                self._draw()
-
-    def _draw(self) -> None:
-        if self.live and self.done < self.total:
-            self.stream.write("\r\x1b[K" + self.status())
-            self.stream.flush()
-            self._shown = True
-
-    def _erase(self) -> None:
-        if self._shown:
-            self.stream.write("\r\x1b[K")
-            self._shown = False
-
-    def _write(self, text: str) -> None:
-        self._erase()
-        self.stream.write(text + "\n")
-        self.stream.flush()
+            self.progress.__exit__(None, None, None)
+            self.progress.echo(self.summary())
 
 
 @click.command()
@@ -187,11 +131,11 @@ def build(arch, pattern, jobs, force):
     jobs = jobs or default_jobs()
     where = str(cache_root()).replace(str(os.path.expanduser("~")), "~", 1)
     click.echo(f"building {len(specs)} kernel(s) into {where} with {jobs} job(s)", err=True)
-    progress = BuildProgress(len(specs))
+    log = BuildLog(len(specs))
     try:
-        built, failures = build_many(specs, jobs, force, progress=progress)
+        built, failures = build_many(specs, jobs, force, progress=log)
     finally:
-        progress.close()
+        log.close()
     for err in failures.values():      # the compiler's output, once, under the kernel's name
         click.echo(str(err), err=True)
     sys.exit(EXIT_FAILED if failures else EXIT_OK)

@@ -12,8 +12,15 @@ import sys
 
 import click
 
-from ..compare import (DEFAULT_THRESHOLD, CompareInputError, compare_documents, load_document, parse_threshold,
-                       render_markdown, render_text)
+from ..compare import (
+    DEFAULT_THRESHOLD,
+    CompareInputError,
+    compare_documents,
+    load_document,
+    parse_threshold,
+    render_markdown,
+    render_text,
+)
 from ..errors import InputError
 from ..results import atomic_write_text
 

@@ -11,7 +11,14 @@ import json
 import click
 from tabulate import tabulate
 
-from ..device import NoDeviceError, ceilings_path, current_clocks, load_ceilings, measure_ceilings, query_devices
+from ..device import (
+    NoDeviceError,
+    ceilings_path,
+    current_clocks,
+    load_ceilings,
+    measure_ceilings,
+    query_devices,
+)
 from ..errors import InputError
 from ..results import json_safe
 from ..sol import Ceilings

@@ -26,8 +26,14 @@ from ..errors import InputError
 @click.option("--allow-gpu-change", is_flag=True, help="Two documents: compare runs from different GPU models.")
 def plot(results, output, baseline, threshold, allow_gpu_change):
     """Draw RESULTS (a roofline and speedups), or BASELINE NEW (their comparison), into an image."""
-    from ..compare import (CompareInputError, baseline_path, compare_documents, environment_summary,
-                           load_document, parse_threshold)
+    from ..compare import (
+        CompareInputError,
+        baseline_path,
+        compare_documents,
+        environment_summary,
+        load_document,
+        parse_threshold,
+    )
     from ..plot import OUTPUT_SUFFIXES, PlotUnavailable, compare_figure, overview_figure, write_figure
     from ..results import ResultsFileError, load_results
 

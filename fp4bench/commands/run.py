@@ -27,8 +27,14 @@ from ..kernels import all_kernels
 from ..problem import GEMM, KIND_SPECS, kind_spec, problem_kind, unsupported_format
 from ..sanitize import DEFAULT_TOOL as SANITIZE_DEFAULT, TOOLS as SANITIZE_TOOLS
 from ..timing import MODE_EAGER, MODE_GRAPH, TIMERS, TimingOptions
-from .common import (check_shapes_fit, check_shapes_legal, parse_formats, parse_kernels, parse_shapes,
-                     resolve_target)
+from .common import (
+    check_shapes_fit,
+    check_shapes_legal,
+    parse_formats,
+    parse_kernels,
+    parse_shapes,
+    resolve_target,
+)
 
 DEFAULT_BASELINE = "cublas-dense"
 DEFAULT_PROBLEM = "nvfp4_gemm"
@@ -324,9 +330,9 @@ def _progress_label(spec: CaseSpec) -> str:
 
 
 def execute_run(settings: RunSettings) -> int:
+    from ..progress import Progress
     from ..report import render_checks, render_csv, render_tables
     from ..results import ResultsWriter, atomic_write_text, environment_fingerprint
-    from ..progress import Progress
     from ..runner import execute
 
     settings = resolve_problem(settings)
@@ -372,7 +378,7 @@ def execute_run(settings: RunSettings) -> int:
                 progress.start(_progress_label(spec))
 
             def on_done(i, record):
-                progress.advance(f"{_progress_label(record)} {record.status}")
+                progress.advance(_progress_label(record), f"{record.status}")
                 if writer:
                     writer.add(record)
 

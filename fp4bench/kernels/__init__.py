@@ -18,11 +18,13 @@ KERNEL_MODULES = (
     "fp4bench.kernels.torch_ref",
     "fp4bench.kernels.external",
     "fp4bench.kernels.sm90",
+    "fp4bench.kernels.sm90_wgmma",
     "fp4bench.kernels.sm120_triton",
     "fp4bench.kernels.triton_portable",
     "fp4bench.kernels.baselines",
     "fp4bench.kernels.triton_dot_scaled",
     "fp4bench.kernels.cutlass_blackwell",
+    "fp4bench.kernels.peers",
 )
 
 

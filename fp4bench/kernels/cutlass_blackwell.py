@@ -38,7 +38,7 @@ import torch
 from ..arch import Target, sm_count
 from ..build import HOST_TARGET, BuildSpec, BuildUnit, build, cached_product, toolchain_problem
 from ..formats import GEMM_FORMATS, OperandFormat
-from ..layouts import TILE_BYTES, ceil_div, competition_blocked_bytes, TILE_COLS, TILE_ROWS
+from ..layouts import blocked_scale_address
 from ..problem import GEMM, GROUP_GEMM, Problem, Shape
 from .base import Kernel, RunFn
 
@@ -151,21 +151,6 @@ def _operand_strides(t: torch.Tensor, what: str, per_unit: int) -> tuple[int, in
     return s_row * per_unit, s_batch * per_unit
 
 
-def _scale_pointer(sf: torch.Tensor, rows: int, cols: int, l: int, what: str) -> int:
-    """Address of the blocked bytes behind a competition scale view, refusing any view that is not one."""
-    rest_m, rest_k = ceil_div(rows, TILE_ROWS), ceil_div(cols, TILE_COLS)
-    expected_shape = (32, 4, rest_m, 4, rest_k, l)
-    if tuple(sf.shape) != expected_shape:
-        raise ValueError(f"{what} has shape {tuple(sf.shape)}; the permuted view of {rows}x{cols}x{l} scales is {expected_shape}")
-    blocked = competition_blocked_bytes(sf)
-    # The kernel reads the storage directly: it must be the untouched blocked layout, no copy.
-    if not blocked.is_contiguous() or blocked.data_ptr() != sf.data_ptr():
-        raise ValueError(f"{what} is not a permuted view of contiguous blocked scales (strides {sf.stride()})")
-    if blocked.shape[1] != rest_m * rest_k * TILE_BYTES:
-        raise ValueError(f"{what} holds {blocked.shape[1]} bytes per batch, expected {rest_m * rest_k * TILE_BYTES}")
-    return sf.data_ptr()
-
-
 @dataclass(frozen=True)
 class GemmArguments:
     """Everything the C entry point needs, derived from a competition data tuple; strides in elements."""
@@ -205,8 +190,8 @@ class GemmArguments:
         ldb, bsb = _operand_strides(b, "B", fb.element.per_byte)
         ldd, bsd = _operand_strides(c, "C", 1)
         return cls(m, n, k, l, a.data_ptr(), b.data_ptr(),
-                   _scale_pointer(sfa_perm, m, fa.scale_cols(k), l, "sfa_permuted"),
-                   _scale_pointer(sfb_perm, n, fb.scale_cols(k), l, "sfb_permuted"),
+                   blocked_scale_address(sfa_perm, m, fa.scale_cols(k), l, "sfa_permuted"),
+                   blocked_scale_address(sfb_perm, n, fb.scale_cols(k), l, "sfb_permuted"),
                    c.data_ptr(), lda, bsa, ldb, bsb, ldd, bsd)
 
     def to_struct(self) -> GemmArgsStruct:
@@ -424,8 +409,8 @@ def grouped_arguments(data: tuple, fmt_name: str) -> tuple[GroupArguments, ...]:
         ldd, _ = _operand_strides(c, f"{where}: C", 1)
         groups.append(GroupArguments(
             m, n, k, a.data_ptr(), b.data_ptr(),
-            _scale_pointer(sfa_perm, m, fa.scale_cols(k), 1, f"{where}: sfa_permuted"),
-            _scale_pointer(sfb_perm, n, fb.scale_cols(k), 1, f"{where}: sfb_permuted"),
+            blocked_scale_address(sfa_perm, m, fa.scale_cols(k), 1, f"{where}: sfa_permuted"),
+            blocked_scale_address(sfb_perm, n, fb.scale_cols(k), 1, f"{where}: sfb_permuted"),
             c.data_ptr(), lda, ldb, ldd))
     return tuple(groups)
 

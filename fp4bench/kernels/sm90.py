@@ -1,4 +1,8 @@
-"""The Hopper (sm_90a) FP4 GEMMs: exact dequantize-in-registers + wgmma, in Triton (fp4bench.kernels.fp4_triton).
+"""The Hopper (sm_90a) FP4 GEMMs in Triton (fp4bench.kernels.fp4_triton): exact dequantize-in-registers + wgmma.
+
+The CUDA kernels of kernels/sm90/ (fp4bench.kernels.sm90_wgmma) take the plain names sm90-nvfp4, sm90-mxfp4 and
+sm90-w4a16; the Triton kernels here are their `-triton` twins (one tile kernel per program, decode and wgmma in
+the same warps), kept as the CPU-checkable design and for comparison.
 
 Hopper has no FP4 tensor cores. Every dequantized operand value is exact in the dtype it is multiplied in
 (NVFP4: e2m1 x e4m3 in fp16; MXFP4: e2m1 x 2^k in bf16), so the only rounding is the fp32 accumulation, as
@@ -30,14 +34,14 @@ class HopperKernel(TritonFp4Kernel):
 
 
 class Sm90Nvfp4(HopperKernel):
-    name = "sm90-nvfp4"
+    name = "sm90-nvfp4-triton"
     formats = ("nvfp4",)
     math_path = "fp16"
     description = "NVFP4 x NVFP4 -> fp16: PTX e2m1 decode to fp16 in registers, fp16 wgmma, split-K (Triton)"
 
 
 class Sm90Mxfp4(HopperKernel):
-    name = "sm90-mxfp4"
+    name = "sm90-mxfp4-triton"
     formats = ("mxfp4",)
     math_path = "bf16"
     description = "MXFP4 x MXFP4 -> bf16: exact bf16 dequantize in registers, bf16 wgmma, split-K (Triton)"
@@ -53,7 +57,7 @@ class Sm90Mxfp4Fp8(HopperKernel):
 
 
 class Sm90W4a16(W4a16Kernel):
-    name = "sm90-w4a16"
+    name = "sm90-w4a16-triton"
     archs = ("sm_90a",)
     devices = ("cuda",)
     math_path = "bf16"

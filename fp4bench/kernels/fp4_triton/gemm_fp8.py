@@ -12,7 +12,15 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import decode_pair, load_scale_codes, per_byte, scale_row_words, scale_value, split_k_tile, store_tile
+from .common import (
+    decode_pair,
+    load_scale_codes,
+    per_byte,
+    scale_row_words,
+    scale_value,
+    split_k_tile,
+    store_tile,
+)
 
 # Residual binades folded into e4m3 (r < FIT). e4m3 itself holds e2m1 x 2^(6 - r) exactly up to r = 14
 # (0.5 x 2^-8 = 2^-9, its smallest subnormal), but Hopper's fp8 MMA adds the products of one instruction

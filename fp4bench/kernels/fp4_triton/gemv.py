@@ -33,8 +33,17 @@ import triton.language as tl
 from ...arch import sm_count
 from ...codecs import as_bytes
 from ...layouts import ceil_div
-from .common import (decode_pair, e2m1_value, e2m1_word_to_f16x2_ptx, load_fp4_tile, load_scale_words, scale_codes, scale_row_words,
-                     scale_value, store_tile)
+from .common import (
+    decode_pair,
+    e2m1_value,
+    e2m1_word_to_f16x2_ptx,
+    load_fp4_tile,
+    load_scale_words,
+    scale_codes,
+    scale_row_words,
+    scale_value,
+    store_tile,
+)
 from .launch import MIN_K_ITERS_PER_SPLIT, SPLIT_K_MAX, WORKSPACES, checked_params, scale_words
 
 SF_BLOCK = 16

@@ -11,17 +11,25 @@ results record.
 
 from __future__ import annotations
 
-import torch
-import triton.language as tl
-
 from types import ModuleType
 from typing import ClassVar
+
+import torch
+import triton.language as tl
 
 from ...problem import Problem
 from ..base import Kernel, RunFn, triton_interpreting
 from . import w4a16
-from .launch import (CPU_CONFIG, GPU_CANDIDATES, MXFP8_CPU_CONFIG, MXFP8_GPU_CANDIDATES, LaunchConfig, launch_gemm,
-                     launch_mxfp8, resolve)
+from .launch import (
+    CPU_CONFIG,
+    GPU_CANDIDATES,
+    MXFP8_CPU_CONFIG,
+    MXFP8_GPU_CANDIDATES,
+    LaunchConfig,
+    launch_gemm,
+    launch_mxfp8,
+    resolve,
+)
 
 
 class TritonKernel(Kernel):
