@@ -14,6 +14,7 @@ from fp4bench import config_table, pipeline, timing
 from fp4bench.arch import Target
 from fp4bench.case import CaseSpec
 from fp4bench.formats import gemm_format
+from fp4bench.kernels.base import Kernel
 from fp4bench.problem import Shape
 from fp4bench.timing import TIMER_NVBENCH, TimingOptions
 
@@ -22,10 +23,11 @@ SHAPE = Shape(128, 7168, 2048, seed=3)
 A, B, C = {"tile": "A"}, {"tile": "B"}, {"tile": "C"}
 
 
-class CandidateKernel:
+class CandidateKernel(Kernel):
     """A kernel whose launch configurations are A, B and C; its prepared callable returns its configuration."""
 
     name = "tunable"
+    formats = ("nvfp4",)
 
     def __init__(self, refused=()):
         self.refused = refused
@@ -40,6 +42,9 @@ class CandidateKernel:
 
     def launch_config(self, problem):
         return {"source": "tuned"}
+
+    def prepare(self, problem):
+        return self.prepare_config(problem, A)
 
 
 @pytest.fixture
@@ -63,7 +68,7 @@ def tuned(tmp_path, monkeypatch):
                         tune=True)
         case = pipeline._Case(spec, gemm_format("nvfp4"))
         case.kernel, case.target = kernel or CandidateKernel(), Target("cuda", 0, (9, 0), GPU)
-        fn = pipeline._tune(case, [SimpleNamespace(data=())] * 2)
+        fn = pipeline._tune(case, SimpleNamespace(data=()))
         config_table._cached_table.cache_clear()
         entry = config_table.table_for(GPU).lookup("tunable", "nvfp4", SHAPE)
         return entry, case, fn
