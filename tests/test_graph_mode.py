@@ -2,8 +2,8 @@
 its reason in the record, and the input sets rotated instead of an L2 flush.
 
 The timing itself is replaced by a recorder here (no GPU on CI): what is tested is the pipeline's choice of
-mode, its fallback and its notes (fp4bench.pipeline._measure, _timing_inputs). The CPU end-to-end test runs
-the real timer."""
+mode, its fallback and its notes (fp4bench.pipeline._measure), and how many input sets the timed calls get for
+each mode (fp4bench.pipeline._audit). The CPU end-to-end test runs the real timer."""
 
 from __future__ import annotations
 
@@ -21,13 +21,16 @@ from fp4bench.case import CaseSpec, CaseStatus
 from fp4bench.cli import main
 from fp4bench.formats import gemm_format
 from fp4bench.kernels import all_kernels
-from fp4bench.problem import Shape, min_bytes
+from fp4bench.kernels.base import Prepared
+from fp4bench.problem import Shape, generate, min_bytes
+from fp4bench.reference import expected_output
 from fp4bench.timing import MODE_EAGER, MODE_GRAPH, TimingOptions, input_sets_for_cold_l2
 
 H200 = Target("cuda", 0, (9, 0), "NVIDIA H200")
 L2_BYTES = 60 << 20
 CAPTURE_ERROR = "CUDA error: operation not permitted when stream is capturing"
 SHAPE = Shape(128, 256, 512, seed=11)
+NOTHING = Prepared(lambda data: None, lambda data: data)
 
 
 def graph_safe_kernel():
@@ -49,24 +52,27 @@ def make_case(kernel, target=H200, mode=MODE_GRAPH, cold_l2=True, shape=SHAPE):
 
 @pytest.fixture
 def timer(monkeypatch):
-    """Replaces the timer: records each call's mode; `timer.fail_graph` makes graph capture raise."""
+    """Replaces the timer: records each call's mode (and the mode its input sets were made for);
+    `timer.fail_graph` makes graph capture raise."""
     calls, syncs = [], []
 
     def time_kernel(fn, inputs, *, device, options, l2_bytes=0, mode=None):
         calls.append(mode)
+        assert inputs.mode == mode   # the input sets were made for this mode
         if mode == MODE_GRAPH and recorder.fail_graph:
             raise RuntimeError(CAPTURE_ERROR + "\n(more of the driver's text)")
-        return SimpleNamespace(mode=mode, inputs=len(inputs), l2_bytes=l2_bytes)
+        return SimpleNamespace(mode=mode, l2_bytes=l2_bytes)
 
     recorder = SimpleNamespace(calls=calls, syncs=syncs, fail_graph=False)
     monkeypatch.setattr(timing, "time_kernel", time_kernel)
+    monkeypatch.setattr(pipeline, "_audit", lambda case, prepared, base, expected, mode: SimpleNamespace(mode=mode))
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: syncs.append(a))
     return recorder
 
 
 def test_a_graph_safe_kernel_is_captured_without_a_note(timer):
     case = make_case(graph_safe_kernel())
-    m = pipeline._measure(case, lambda data: None, [(), ()])
+    m = pipeline._measure(case, NOTHING, None, None)
     assert timer.calls == [MODE_GRAPH] and m.mode == MODE_GRAPH and m.l2_bytes == L2_BYTES
     assert case.notes == []
 
@@ -74,7 +80,7 @@ def test_a_graph_safe_kernel_is_captured_without_a_note(timer):
 def test_a_kernel_that_does_not_allow_capture_is_timed_eagerly_and_says_so(timer):
     kernel = graph_unsafe_kernel()
     case = make_case(kernel)
-    m = pipeline._measure(case, lambda data: None, [(), ()])
+    m = pipeline._measure(case, NOTHING, None, None)
     assert timer.calls == [MODE_EAGER] and m.mode == MODE_EAGER          # never captured
     assert case.notes == [f"graph mode not used ({kernel.name} does not allow graph capture); timed eagerly"]
     assert case.record(CaseStatus.PASS).notes == tuple(case.notes)
@@ -83,7 +89,7 @@ def test_a_kernel_that_does_not_allow_capture_is_timed_eagerly_and_says_so(timer
 def test_a_failed_capture_falls_back_to_eager_with_the_reason_recorded(timer):
     timer.fail_graph = True
     case = make_case(graph_safe_kernel())
-    m = pipeline._measure(case, lambda data: None, [(), ()])
+    m = pipeline._measure(case, NOTHING, None, None)
     assert timer.calls == [MODE_GRAPH, MODE_EAGER] and m.mode == MODE_EAGER
     assert len(timer.syncs) == 1                       # the failed capture's work is drained before eager timing
     (note,) = case.notes
@@ -97,36 +103,38 @@ def test_an_eager_failure_is_not_swallowed(monkeypatch):
         raise RuntimeError("illegal memory access")
 
     monkeypatch.setattr(timing, "time_kernel", broken)
+    monkeypatch.setattr(pipeline, "_audit", lambda case, prepared, base, expected, mode: SimpleNamespace(mode=mode))
     case = make_case(graph_safe_kernel(), mode=MODE_EAGER)
     with pytest.raises(RuntimeError, match="illegal memory access"):
-        pipeline._measure(case, lambda data: None, [()])
+        pipeline._measure(case, NOTHING, None, None)
     assert case.notes == []
 
 
 def test_graph_mode_on_a_cpu_is_eager_with_a_note(timer):
     case = make_case(graph_safe_kernel(), target=Target("cpu"))
-    pipeline._measure(case, lambda data: None, [()])
+    pipeline._measure(case, NOTHING, None, None)
     assert timer.calls == [MODE_EAGER] and case.notes == ["graph mode not used (on a CPU); timed eagerly"]
 
 
-def test_graph_mode_rotates_enough_input_sets_to_exceed_l2(monkeypatch):
-    drawn = []
-    monkeypatch.setattr(pipeline, "generate", lambda shape, fmt, device, kind: drawn.append(shape.seed) or shape)
+def test_graph_mode_rotates_enough_input_sets_to_exceed_l2():
     fmt = gemm_format("nvfp4")
     shape = Shape(128, 1024, 4096, seed=11)
-    case = make_case(graph_safe_kernel(), shape=shape)
     sets = input_sets_for_cold_l2(min_bytes(shape, fmt), L2_BYTES)
     # One pass over the sets moves more than twice L2, so no replayed call finds its inputs in L2.
     assert 2 < sets < timing.MAX_INPUT_SETS and sets * min_bytes(shape, fmt) > timing.L2_MARGIN * L2_BYTES
     assert math.ceil(timing.L2_MARGIN * L2_BYTES / min_bytes(shape, fmt)) + 1 == sets
-    assert len(pipeline._timing_inputs(case)) == sets
-    # Seeds after those the check used, all different.
-    check_seeds = shape.seeds(case.spec.check_seeds)
-    assert len(set(drawn)) == sets and not set(drawn) & set(check_seeds)
-    # Eager with a flush between calls: two sets; warm L2: one; on a CPU the flush stays: two.
-    for kwargs, expected in (({"mode": MODE_EAGER}, 2), ({"cold_l2": False}, 1), ({"target": Target("cpu")}, 2)):
-        drawn.clear()
-        assert len(pipeline._timing_inputs(make_case(graph_safe_kernel(), shape=shape, **kwargs))) == expected
+    base = generate(shape, fmt)   # the sets' tensors live on the CPU here; the count is what is tested
+    expected = expected_output(base)
+
+    def input_sets(**kwargs):
+        case = make_case(graph_safe_kernel(), shape=shape, **kwargs)
+        return len(pipeline._audit(case, NOTHING, base, expected, case.spec.timing.mode).inputs)
+
+    assert input_sets() == sets
+    # Graph mode with a warm L2: two sets (the timed calls' checks need contents that differ); eager: one set
+    # per call of a batch, each refilled before every batch (fp4bench.audit).
+    assert input_sets(cold_l2=False) == 2
+    assert input_sets(mode=MODE_EAGER, target=Target("cpu")) == timing.SAMPLES_PER_BATCH
 
 
 def test_run_graph_on_the_cpu_records_eager_timing_and_why(tmp_path):
