@@ -847,8 +847,10 @@ struct Launcher {
                          kWRowBytes, G::kRows, CU_TENSOR_MAP_SWIZZLE_NONE))
       return s;
     auto kernel = fp4w_gemm_kernel<WF, T, BN, MT, STAGES, GROUP, DEPTH, NCW>;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes) != cudaSuccess)
-      return kLaunchFailed;
+    // Once per process: outside any stream capture after the first (untimed) call, and no host cost after it.
+    static const bool smem_ok =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes) == cudaSuccess;
+    if (!smem_ok) return kLaunchFailed;
     const int64_t iterations = tiles(a) * ((a.k + kBK - 1) / kBK);
     Fp4wGemmArgs launch_args = a;
     launch_args.grid = static_cast<int32_t>(iterations < a.grid ? iterations : a.grid);
